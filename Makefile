@@ -1,0 +1,44 @@
+# The course's entry points. Everything runs inside .venv, created on first use.
+#   make lab      set up and open JupyterLab on the student notebooks
+#   make test     set up and run the whole test suite (what CI runs)
+#   make release  regenerate notebooks/ from solutions/ with nbgrader
+#   make grade NB=path/to/notebook.ipynb   autograde one notebook and print the table
+#   make bench    run the ratio benchmarks
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+# nbgrader shells out to `alembic`, which lives in the venv.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install lab test release grade bench constraints
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab notebooks/
+
+test: install
+	$(BIN)/python -m pytest
+
+release: install
+	$(BIN)/python -m course_utils release
+
+grade: install
+	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/notebook.ipynb"; exit 2; }
+	$(BIN)/python -m course_utils grade "$(NB)"
+
+bench: install
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+constraints: install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^course' > constraints.txt.new
+	{ head -3 constraints.txt; cat constraints.txt.new; } > constraints.txt.tmp && rm constraints.txt.new && mv constraints.txt.tmp constraints.txt

@@ -1,0 +1,62 @@
+"""Feedback for exercises: checks that name the misconception they catch.
+
+A lab's visible tests call the checks in ``course_utils.checks.<lab>``, which are built
+from the helpers here. A failed check raises ``Misconception``, an ``AssertionError``
+whose first line says what probably went wrong ("you selected a [PAD] position"); that
+line is what ``python -m course_utils grade`` shows next to the lost points. A passed
+check prints one line starting with a tick.
+
+``NotImplementedError`` from an untouched exercise is never caught, so an unattempted
+exercise reads as such.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Misconception(AssertionError):
+    """A failed check; its message names the likely mistake and hints at the fix."""
+
+
+def expect(condition, misconception: str, hint: str = "") -> None:
+    """Raise ``Misconception(misconception)`` unless ``condition`` holds."""
+    if not bool(condition):
+        raise Misconception(misconception + (f"\nHint: {hint}" if hint else ""))
+
+
+def passed(message: str) -> None:
+    """Report one passed check."""
+    print(f"\u2713 {message}")
+
+
+def expect_tensor(value, what: str, *, shape=None, dtype=None) -> None:
+    """``value`` is a tensor of the given shape and dtype (either may be None to skip)."""
+    expect(isinstance(value, torch.Tensor), f"{what} should be a torch.Tensor, got {type(value).__name__}")
+    if shape is not None:
+        expect(tuple(value.shape) == tuple(shape), f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+    if dtype is not None:
+        expect(value.dtype == dtype, f"{what} has dtype {value.dtype}, expected {dtype}")
+
+
+def expect_close(actual: torch.Tensor, expected: torch.Tensor, misconception: str, *, atol=1e-5, rtol=1e-4, hint=""):
+    """``actual`` matches ``expected`` elementwise; the message reports the largest gap."""
+    expect_tensor(actual, "your result", shape=expected.shape)
+    actual, expected = actual.detach().float().cpu(), expected.detach().float().cpu()
+    if not torch.allclose(actual, expected, atol=atol, rtol=rtol):
+        gap = (actual - expected).abs().max().item()
+        raise Misconception(f"{misconception} (largest difference {gap:.3g})" + (f"\nHint: {hint}" if hint else ""))
+
+
+def expect_input_untouched(function, *args, **kwargs):
+    """Call ``function(*args, **kwargs)``; fail if it modified any tensor argument in place. Returns its result."""
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    before = [t.clone() for t in tensors]
+    result = function(*args, **kwargs)
+    for original, tensor in zip(before, tensors):
+        expect(
+            torch.equal(original, tensor),
+            "input modified in place",
+            "work on a copy (tensor.clone()) and return new tensors; callers reuse their batch",
+        )
+    return result

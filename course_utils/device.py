@@ -1,0 +1,111 @@
+"""Where the course runs: device choice, mixed precision, seeding and run profiles.
+
+Every lab starts with::
+
+    from course_utils.device import get_device, get_profile, by_profile, describe, seed_everything
+    device, profile = get_device(), get_profile()
+    steps = by_profile(ci=30, cpu=600, gpu=3000)
+
+The profile sizes data, model and steps so that one notebook fits its budget:
+
+* ``ci``  -- tiny, for continuous integration on a 2-core CPU (seconds per lab);
+* ``cpu`` -- a laptop without a GPU (a few minutes per lab);
+* ``gpu`` -- a CUDA or Apple GPU, scaled up.
+
+``COURSE_DEVICE`` (``cuda``, ``cuda:1``, ``mps``, ``cpu``) and ``COURSE_PROFILE``
+(``ci``, ``cpu``, ``gpu``) override the automatic choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+
+import numpy as np
+import torch
+
+PROFILES = ("ci", "cpu", "gpu")
+
+
+def get_device() -> torch.device:
+    """The best available device: ``COURSE_DEVICE`` if set, else cuda, then mps, then cpu."""
+    requested = os.environ.get("COURSE_DEVICE", "").strip()
+    if requested:
+        try:
+            return torch.device(requested)
+        except RuntimeError as error:
+            raise ValueError(f"COURSE_DEVICE={requested!r} is not a device; expected cpu, cuda, cuda:N or mps") from error
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def get_profile() -> str:
+    """The run profile: ``COURSE_PROFILE`` if set, else ``ci`` under CI, ``gpu`` with a GPU, else ``cpu``."""
+    requested = os.environ.get("COURSE_PROFILE", "").strip().lower()
+    if requested:
+        if requested not in PROFILES:
+            raise ValueError(f"COURSE_PROFILE={requested!r} is not a profile; expected one of {', '.join(PROFILES)}")
+        return requested
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return "ci"
+    return "cpu" if get_device().type == "cpu" else "gpu"
+
+
+def by_profile(*, ci, cpu, gpu, profile: str | None = None):
+    """Pick the value for the current (or given) profile: ``by_profile(ci=20, cpu=400, gpu=4000)``."""
+    profile = profile or get_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not a profile; expected one of {', '.join(PROFILES)}")
+    return {"ci": ci, "cpu": cpu, "gpu": gpu}[profile]
+
+
+def autocast(device: torch.device | str | None = None):
+    """bf16 autocast on a CUDA device that supports it; a no-op context everywhere else.
+
+    CPU autocast would slow the course's small models down, and fp16 needs loss
+    scaling, so bf16 on CUDA is the one case worth switching on.
+    """
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); return a CPU generator seeded the same way."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pin_memory() -> bool:
+    """Whether DataLoaders should pin host memory (only useful when batches go to a CUDA device)."""
+    return get_device().type == "cuda"
+
+
+def describe() -> dict:
+    """Print and return what the course will run on: versions, device, GPU and profile."""
+    device = get_device()
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "profile": get_profile(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["bf16"] = torch.cuda.is_bf16_supported()
+    for key, value in info.items():
+        print(f"{key:>15}: {value}")
+    return info

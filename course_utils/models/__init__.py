@@ -1,0 +1,9 @@
+"""The course's models, all built on the shared encoder in ``transformer.py``.
+
+* ``transformer`` -- attention, blocks and the encoder stack (post-LN for BERT, pre-LN for ViT);
+* ``bert``        -- ``BertConfig`` and ``BertForMaskedLM`` (Lab 2);
+* ``mae``         -- ``MAEConfig`` and ``MaskedAutoencoder`` (Lab 3);
+* ``behrt``       -- the BEHRT-style EHR model (Lab 4).
+"""
+
+from course_utils.models.transformer import MultiHeadSelfAttention, TransformerBlock, TransformerEncoder

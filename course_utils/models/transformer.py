@@ -1,0 +1,154 @@
+"""The transformer encoder that BERT (Lab 2), MAE (Lab 3) and the EHR model (Lab 4) share.
+
+One block, two layouts:
+
+* post-LN (``norm_first=False``), as in BERT:  ``x = LN(x + Attn(x)); x = LN(x + FFN(x))``
+* pre-LN  (``norm_first=True``),  as in ViT/MAE: ``x = x + Attn(LN(x)); x = x + FFN(LN(x))``
+
+Attention runs through ``F.scaled_dot_product_attention`` (flash or memory-efficient
+kernels on a GPU) with one fused QKV projection. ``attention_mask`` is ``[B, L]``
+with 1 (or True) for real tokens and 0 for padding; padded keys are never attended to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``[B, L]`` keep-mask (1 = real token) -> boolean ``[B, 1, 1, L]`` mask that SDPA broadcasts."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be [batch, seq], got shape {tuple(attention_mask.shape)}")
+    return attention_mask.bool()[:, None, None, :]
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection.
+
+    Args:
+        dim: model width D.
+        num_heads: H; D must be divisible by H.
+        dropout: attention-probability dropout (training only).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads)  # [B, L, 3, H, D/H]
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, D/H]
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``."""
+        q, k, v = self._heads(x)
+        dropout = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(attention_mask), dropout_p=dropout)
+        return self.proj(out.transpose(1, 2).flatten(2))  # [B, H, L, D/H] -> [B, L, D]
+
+    @torch.no_grad()
+    def attention_probs(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The softmax attention weights ``[B, H, L, L]`` that SDPA computes but never returns (for plots)."""
+        q, k, _ = self._heads(x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, L, L]
+        mask = key_padding_mask(attention_mask)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(dim=-1)
+
+
+class FeedForward(nn.Sequential):
+    """Position-wise MLP: ``D -> hidden -> D`` with GELU."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim))
+
+
+class TransformerBlock(nn.Module):
+    """One encoder layer: self-attention then feed-forward, each with a residual and a LayerNorm."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        norm_first: bool = True,
+        layer_norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attention = MultiHeadSelfAttention(dim, num_heads, dropout)
+        self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.ffn = FeedForward(dim, int(dim * mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, L, D]`` -> ``[B, L, D]``."""
+        if self.norm_first:
+            x = x + self.dropout(self.attention(self.norm1(x), attention_mask))
+            return x + self.dropout(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.dropout(self.attention(x, attention_mask)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """A stack of ``depth`` identical blocks; pre-LN stacks end with a final LayerNorm."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        norm_first: bool = True,
+        layer_norm_eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, num_heads, mlp_ratio, dropout, norm_first, layer_norm_eps) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if norm_first else nn.Identity()
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``."""
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return self.norm(x)
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Attention weights of every layer, a list of ``depth`` tensors ``[B, H, L, L]``."""
+        maps = []
+        for block in self.blocks:
+            attention_input = block.norm1(x) if block.norm_first else x
+            maps.append(block.attention.attention_probs(attention_input, attention_mask))
+            x = block(x, attention_mask)
+        return maps
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT/ViT initialisation: truncated-normal Linear and Embedding weights, zero biases, unit LayerNorms."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

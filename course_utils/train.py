@@ -1,0 +1,183 @@
+"""The training loop every lab uses, with checkpoints that resume.
+
+    history = fit(model, loader, loss_fn, TrainConfig(steps=500, lr=1e-3))
+
+``loss_fn(model, batch) -> scalar loss`` is the only lab-specific part: Lab 2 masks
+tokens and scores the masked positions, Lab 3 calls ``MaskedAutoencoder``, Lab 4 masks
+events. The loop supplies the rest: AdamW (no decay on biases and norms), linear warmup
+then cosine decay, gradient clipping, bf16 autocast on a GPU, a ``tqdm.auto`` bar, a live
+loss plot in notebooks, and ``save_checkpoint``/``load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from course_utils.device import autocast, get_device
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; ``warmup_steps`` defaults to 10% of ``steps``."""
+
+    steps: int
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0
+    log_every: int = 10
+    live_plot: bool = True
+    checkpoint_path: str | Path | None = None
+    checkpoint_every: int | None = None
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.warmup_steps is None:
+            self.warmup_steps = max(1, self.steps // 10)
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+
+
+@dataclass
+class History:
+    """What ``fit`` logged: one entry per optimiser step."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+
+    def smoothed(self, window: int = 20) -> list[float]:
+        """Running mean of the loss over the last ``window`` steps."""
+        out, total = [], 0.0
+        for i, loss in enumerate(self.losses):
+            total += loss - (self.losses[i - window] if i >= window else 0.0)
+            out.append(total / min(i + 1, window))
+        return out
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, norms or 1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warmup from 1% of ``lr`` to ``lr``, then cosine decay to 0 at ``steps``."""
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=max(config.warmup_steps, 1))
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.steps - config.warmup_steps, 1))
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[config.warmup_steps])
+
+
+def to_device(batch, device: torch.device):
+    """Move a tensor, or a dict/list/tuple of tensors, to ``device`` (non-blocking from pinned memory)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, step: int = 0, history: History | None = None):
+    """Write model, optimiser and scheduler state, the step and the history to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "step": step, "history": vars(history or History())}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    torch.save(state, path)
+
+
+def load_checkpoint(path, model, optimizer=None, scheduler=None) -> tuple[int, History]:
+    """Restore what ``save_checkpoint`` wrote; return ``(step, history)``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    return state["step"], History(**state["history"])
+
+
+def fit(
+    model: nn.Module,
+    batches: Iterable,
+    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    config: TrainConfig,
+    device: torch.device | None = None,
+) -> History:
+    """Train ``model`` for ``config.steps`` optimiser steps, cycling over ``batches``.
+
+    Resumes from ``config.checkpoint_path`` when that file exists, and writes it every
+    ``checkpoint_every`` steps and at the end.
+    """
+    device = device or get_device()
+    model.to(device).train()
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    start, history = 0, History()
+    checkpoint = Path(config.checkpoint_path) if config.checkpoint_path else None
+    if checkpoint is not None and checkpoint.exists():
+        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler)
+
+    plot = _live_plot(config) if config.live_plot else None
+    stream = _forever(batches)
+    progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", leave=False)
+    for step in progress:
+        batch = to_device(next(stream), device)
+        with autocast(device):
+            loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+
+        history.steps.append(step + 1)
+        history.losses.append(loss.item())
+        history.lrs.append(scheduler.get_last_lr()[0])
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            progress.set_postfix(loss=f"{history.smoothed()[-1]:.3f}")
+            if plot is not None:
+                plot.update(history)
+        if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            save_checkpoint(checkpoint, model, optimizer, scheduler, step + 1, history)
+    progress.close()
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, model, optimizer, scheduler, config.steps, history)
+    model.eval()
+    return history
+
+
+def _forever(batches: Iterable):
+    """Re-iterate ``batches`` epoch after epoch (a DataLoader reshuffles and re-masks each time)."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("batches yielded nothing; expected a non-empty DataLoader or iterable of batches")
+
+
+def _live_plot(config: TrainConfig):
+    from course_utils.viz import LiveLossPlot
+
+    return LiveLossPlot(total_steps=config.steps)

@@ -1,0 +1,97 @@
+"""Every lab end to end: solutions run cleanly and earn full marks, student copies earn zero,
+the release is in sync, and committed notebooks carry no outputs and valid nbgrader metadata.
+
+New labs are picked up automatically from ``solutions/<lab>/*.ipynb``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course_utils import grading
+
+SOLUTION_NOTEBOOKS = sorted(grading.SOLUTIONS.glob("*/*.ipynb"))
+RELEASED_NOTEBOOKS = sorted(grading.NOTEBOOKS.glob("*/*.ipynb"))
+IDS = [f"{path.parent.name}/{path.name}" for path in SOLUTION_NOTEBOOKS]
+
+
+def student_copy(solution: Path) -> Path:
+    return grading.NOTEBOOKS / solution.parent.name / solution.name
+
+
+@functools.cache
+def graded(path: Path) -> grading.GradeReport:
+    return grading.grade_notebook(path)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
+def test_solution_notebook_executes_cleanly(path):
+    notebook = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    print(f"{path.name} ran in {time.perf_counter() - start:.1f} s")
+    errors = [cell for cell in notebook.cells if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
+    assert not errors, f"{path.name}: cells raised errors: {[c.get('id') for c in errors]}"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
+def test_solution_notebook_earns_full_marks(path):
+    report = graded(path)
+    assert report.cells, f"{path.name} has no graded cells"
+    failed = [f"{cell.cell_id}: {cell.message}" for cell in report.cells if cell.score != cell.max_score]
+    assert not failed, f"the solution lost points:\n" + "\n".join(failed)
+    assert report.score == report.max_score > 0
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
+def test_untouched_student_notebook_earns_zero_with_not_implemented(path):
+    report = graded(student_copy(path))
+    assert report.max_score == graded(path).max_score, "student and solution copies grade different cells"
+    for cell in report.cells:
+        assert cell.score == 0, f"{cell.cell_id} gives points for an unattempted exercise"
+        assert "NotImplementedError" in cell.message, f"{cell.cell_id} fails for another reason: {cell.message!r}"
+
+
+def test_release_is_in_sync_with_solutions():
+    stale = grading.release(check=True)
+    assert not stale, f"notebooks/ is stale; run `make release`: {stale}"
+
+
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS + RELEASED_NOTEBOOKS, ids=lambda p: str(p.relative_to(grading.REPO)))
+def test_committed_notebook_is_clean_and_valid(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
+    ids = [cell.get("id") for cell in notebook.cells]
+    assert all(ids) and len(set(ids)) == len(ids), "every cell needs a unique id"
+    grade_ids = []
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"cell {cell.id} holds outputs"
+        meta = cell.metadata.get("nbgrader")
+        if not meta:
+            continue
+        grade_ids.append(meta["grade_id"])
+        if meta.get("grade"):
+            assert meta.get("points", 0) > 0, f"graded cell {meta['grade_id']} gives no points"
+        if meta.get("solution") and path.is_relative_to(grading.SOLUTIONS):
+            assert "### BEGIN SOLUTION" in cell.source, f"solution cell {meta['grade_id']} has no solution region"
+        if path.is_relative_to(grading.NOTEBOOKS):
+            assert "BEGIN SOLUTION" not in cell.source and "BEGIN HIDDEN TESTS" not in cell.source
+    assert len(set(grade_ids)) == len(grade_ids), "duplicate nbgrader grade ids"
+    assert any(cell.metadata.get("nbgrader", {}).get("grade") for cell in notebook.cells), "no graded cell"
+
+
+def test_every_lab_has_a_released_student_copy():
+    assert SOLUTION_NOTEBOOKS, "no solution notebooks found"
+    missing = [str(student_copy(path)) for path in SOLUTION_NOTEBOOKS if not student_copy(path).exists()]
+    assert not missing, f"run `make release`; missing: {missing}"
