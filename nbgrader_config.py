@@ -5,13 +5,6 @@ c = get_config()  # noqa: F821  (injected by traitlets)
 c.CourseDirectory.course_id = "masked-prediction"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
-c.CourseDirectory.db_assignments = [
-    {"name": "lab00_setup"},
-    {"name": "lab01_masking"},
-    {"name": "lab02_bert"},
-    {"name": "lab03_mae"},
-    {"name": "lab04_ehr"},
-]
 
 # A student who deletes a graded cell gets it back (and its tests) at autograde time.
 c.OverwriteCells.add_missing_cells = True
