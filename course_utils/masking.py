@@ -1,47 +1,101 @@
-"""BERT's masker: select 15% of the eligible tokens, then apply the 80-10-10 rule.
+"""BERT's masker and its variants: token, whole-word and span masking, and a dynamic-masking collator.
 
     masked_ids, labels = mask_tokens(input_ids, mask_token_id=4, vocab_size=V, special_token_ids=(0, 1, 2, 3, 4))
 
-Of the selected positions, 80% become [MASK], 10% a random non-special token and 10%
-stay as they are; ``labels`` holds the original id at selected positions and -100
-elsewhere. One uniform draw per position decides both whether it is selected and what
-happens to it, so the whole batch is masked in a few tensor operations on its own device.
+Every masker works in two steps. First it *selects* positions: single tokens
+(``select_positions``, BERT), all the tokens of a word together (``select_whole_words``)
+or contiguous spans with geometric lengths (``select_spans``, SpanBERT); special tokens
+(pad, CLS, SEP, MASK, ...) are never selected. Then it applies the *80-10-10 rule* to the
+selected positions (``apply_80_10_10``): 80% become [MASK], 10% a random non-special token
+and 10% stay as they are. ``labels`` (``build_labels``) holds the original id at selected
+positions and -100 elsewhere, ready for ``cross_entropy(ignore_index=-100)``.
+
+Everything is vectorized over the batch (no Python loop over tokens), runs on the device
+of ``input_ids``, never modifies its input, and is reproducible with a ``generator``
+living on that device. ``MaskingCollator`` pads a list of sequences and masks it anew on
+every call, as RoBERTa's dynamic masking does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 IGNORE_INDEX = -100
+SPAN_P = 0.2  # SpanBERT's geometric parameter: mean span length 3.8 once truncated at 10
+MAX_SPAN_LENGTH = 10
+STRATEGIES = ("token", "whole_word", "span")
+
+
+# --------------------------------------------------------------------------- validation
 
 
 def _check_probability(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
 
 
-def validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob):
-    """Raise ValueError, naming the argument, for anything ``mask_tokens`` cannot honour."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-        kind = input_ids.dtype if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be an integer tensor of token ids [batch, seq], got {kind}")
-    _check_probability("mlm_probability", mlm_probability)
+def _check_id_tensor(name: str, ids) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.is_complex() or not ids.dtype.is_signed:
+        kind = ids.dtype if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"{name} must be a signed integer tensor [batch, seq] (labels need -100), got {kind}")
+
+
+def validate_replacement_args(mask_token_id, vocab_size, special_token_ids, mask_replace_prob, random_replace_prob):
+    """Raise ValueError, naming the argument, for an 80-10-10 rule that cannot be applied."""
     _check_probability("mask_replace_prob", mask_replace_prob)
     _check_probability("random_replace_prob", random_replace_prob)
     if mask_replace_prob + random_replace_prob > 1.0 + 1e-9:
         raise ValueError(
             f"mask_replace_prob + random_replace_prob must be <= 1, got {mask_replace_prob} + {random_replace_prob}"
         )
-    if not isinstance(vocab_size, int) or vocab_size < 1:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise ValueError(
-            f"vocab_size={vocab_size} does not cover the ids in input_ids (range {int(input_ids.min())}..{int(input_ids.max())})"
-        )
-    if not 0 <= mask_token_id < vocab_size:
-        raise ValueError(f"mask_token_id must be in [0, vocab_size={vocab_size}), got {mask_token_id}")
+    if isinstance(mask_token_id, bool) or not isinstance(mask_token_id, int) or not 0 <= mask_token_id < vocab_size:
+        raise ValueError(f"mask_token_id must be an int in [0, vocab_size={vocab_size}), got {mask_token_id!r}")
+    _check_special_ids(special_token_ids, vocab_size)
+
+
+def _check_special_ids(special_token_ids, vocab_size: int | None = None) -> None:
+    ids = list(special_token_ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise ValueError(f"special_token_ids must be non-negative ints, got {ids!r}")
+    if vocab_size is not None and any(i >= vocab_size for i in ids):
+        raise ValueError(f"special_token_ids must lie in [0, vocab_size={vocab_size}), got {ids!r}")
+
+
+def _check_ids_in_vocab(input_ids: torch.Tensor, vocab_size: int) -> None:
+    if input_ids.numel():
+        low, high = (int(v) for v in input_ids.aminmax())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"vocab_size={vocab_size} does not cover the ids in input_ids (range {low}..{high})")
+
+
+def validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob,
+                          special_token_ids=()):
+    """Raise ValueError, naming the argument, for anything ``mask_tokens`` cannot honour."""
+    _check_id_tensor("input_ids", input_ids)
+    _check_probability("mlm_probability", mlm_probability)
+    validate_replacement_args(mask_token_id, vocab_size, special_token_ids, mask_replace_prob, random_replace_prob)
+    _check_ids_in_vocab(input_ids, vocab_size)
+
+
+# --------------------------------------------------------------------------- the three steps
+
+
+def eligible_positions(input_ids: torch.Tensor, special_token_ids: Sequence[int]) -> torch.Tensor:
+    """True where ``input_ids`` holds an ordinary (non-special) id: ``[B, L]`` -> bool ``[B, L]``."""
+    special = sorted(set(special_token_ids))
+    if not special:
+        return torch.ones_like(input_ids, dtype=torch.bool)
+    if special == list(range(special[0], special[-1] + 1)):  # tokenizers number their specials 0..k-1
+        above = input_ids > special[-1]
+        return above if special[0] == 0 else above | (input_ids < special[0])
+    return ~torch.isin(input_ids, torch.tensor(special, dtype=input_ids.dtype, device=input_ids.device))
 
 
 def non_special_ids(vocab_size: int, special_token_ids: Sequence[int], device=None) -> torch.Tensor:
@@ -52,6 +106,75 @@ def non_special_ids(vocab_size: int, special_token_ids: Sequence[int], device=No
     if ids.numel() == 0:
         raise ValueError("special_token_ids cover the whole vocabulary; no id is left for random replacement")
     return ids
+
+
+@functools.lru_cache(maxsize=32)
+def _replacement_ids(vocab_size: int, special_token_ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``non_special_ids``, built once per vocabulary (callers only read it)."""
+    return non_special_ids(vocab_size, special_token_ids, device)
+
+
+def select_positions(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Select each non-special position with probability ``mlm_probability``: ``[B, L]`` -> bool ``[B, L]``.
+
+    One draw ``u = torch.rand(input_ids.shape)`` per position; a position is selected when
+    it is not special and ``u < mlm_probability``.
+    """
+    _check_id_tensor("input_ids", input_ids)
+    _check_probability("mlm_probability", mlm_probability)
+    _check_special_ids(special_token_ids)
+    u = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)
+    selected = u < mlm_probability
+    selected &= eligible_positions(input_ids, special_token_ids)
+    return selected
+
+
+def _replace_selected(input_ids, positions, decision, *, mask_token_id, vocab_size, special_token_ids,
+                      mask_replace_prob, random_replace_prob, generator):
+    """80-10-10 at the selected ``positions`` (``nonzero(as_tuple=True)`` of the selection, row-major),
+    given one ``decision`` ~ U[0, 1) each ``[n]``: below ``mask_replace_prob`` -> [MASK], then up to
+    ``mask_replace_prob + random_replace_prob`` -> a random non-special id, else kept. -> new ids ``[B, L]``.
+
+    Only the selected positions are touched, so the work beyond finding them is ~15% of the batch.
+    """
+    to_mask = decision < mask_replace_prob  # [n]
+    to_random = ~to_mask & (decision < mask_replace_prob + random_replace_prob)
+    replacements = _replacement_ids(vocab_size, tuple(special_token_ids), input_ids.device)
+    draws = torch.randint(len(replacements), (int(to_random.sum()),), device=input_ids.device, generator=generator)
+    shown = input_ids[positions].masked_fill(to_mask, mask_token_id)
+    shown[to_random] = replacements[draws].to(input_ids.dtype)
+    masked_ids = input_ids.clone()
+    masked_ids[positions] = shown
+    return masked_ids
+
+
+def apply_80_10_10(input_ids: torch.Tensor, selected: torch.Tensor, *, mask_token_id: int, vocab_size: int,
+                   special_token_ids: Sequence[int] = (), mask_replace_prob: float = 0.8,
+                   random_replace_prob: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The 80-10-10 rule on the ``selected`` positions of ``input_ids`` ``[B, L]`` -> new ``masked_ids`` ``[B, L]``.
+
+    The selected positions are taken in row-major order (``selected.nonzero()``). One draw each,
+    ``d = torch.rand(n_selected)``: ``d < mask_replace_prob`` -> [MASK]; ``d < mask_replace_prob +
+    random_replace_prob`` -> random; otherwise kept. The random ids are
+    ``non_special_ids(...)[torch.randint(n_allowed, (n_random,))]``, in the same order.
+    """
+    _check_id_tensor("input_ids", input_ids)
+    validate_replacement_args(mask_token_id, vocab_size, special_token_ids, mask_replace_prob, random_replace_prob)
+    if not isinstance(selected, torch.Tensor) or selected.dtype != torch.bool or selected.shape != input_ids.shape:
+        raise ValueError(f"selected must be a bool tensor shaped like input_ids {tuple(input_ids.shape)}")
+    positions = selected.nonzero(as_tuple=True)
+    decision = torch.rand(positions[0].shape, device=input_ids.device, generator=generator)
+    return _replace_selected(
+        input_ids, positions, decision, mask_token_id=mask_token_id, vocab_size=vocab_size,
+        special_token_ids=special_token_ids, mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob, generator=generator,
+    )
+
+
+def build_labels(input_ids: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Loss targets: the original id where ``selected``, -100 elsewhere. ``[B, L]`` -> ``[B, L]``."""
+    return torch.where(selected, input_ids, IGNORE_INDEX)
 
 
 def mask_tokens(
@@ -67,24 +190,262 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking of ``input_ids`` ``[B, L]`` -> ``(masked_ids [B, L], labels [B, L])``; the input is not modified.
 
-    ``generator`` must live on ``input_ids``' device; the same seed gives the same masks.
+    Exactly ``select_positions``, then ``apply_80_10_10``, then ``build_labels`` with the same
+    ``generator`` (which must live on ``input_ids``' device); the same seed gives the same masks.
     """
-    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob)
-    device = input_ids.device
-    special = torch.as_tensor(list(special_token_ids), dtype=input_ids.dtype, device=device)
-    eligible = ~torch.isin(input_ids, special)  # [B, L]
+    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
+                          random_replace_prob, special_token_ids)
+    selected = select_positions(input_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability,
+                                generator=generator)
+    masked_ids = apply_80_10_10(
+        input_ids, selected, mask_token_id=mask_token_id, vocab_size=vocab_size, special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, generator=generator,
+    )
+    return masked_ids, build_labels(input_ids, selected)
 
-    # One draw u ~ U[0, 1) per position: u < p selects it, and where u falls inside [0, p)
-    # decides [MASK] (first 80% of the interval), random (next 10%) or keep (the rest).
-    u = torch.rand(input_ids.shape, device=device, generator=generator)
-    selected = eligible & (u < mlm_probability)
-    to_mask = selected & (u < mlm_probability * mask_replace_prob)
-    to_random = selected & ~to_mask & (u < mlm_probability * (mask_replace_prob + random_replace_prob))
 
-    replacements = non_special_ids(vocab_size, special_token_ids, device)
-    random_ids = replacements[torch.randint(len(replacements), input_ids.shape, device=device, generator=generator)]
+# --------------------------------------------------------------------------- whole words
 
-    masked_ids = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
-    masked_ids = torch.where(to_random, random_ids.to(input_ids.dtype), masked_ids)
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-    return masked_ids, labels
+
+def select_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (),
+                       mlm_probability: float = 0.15, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Select whole words with probability ``mlm_probability``: ``[B, L]`` -> bool ``[B, L]``.
+
+    ``word_ids`` ``[B, L]`` numbers the words of each row (0, 1, 2, ...; -1 for tokens outside
+    any word, such as padding). One draw per (row, word), ``torch.rand((B, word_ids.max() + 1))``;
+    every token of a word whose draw is below ``mlm_probability`` is selected, except special tokens.
+    """
+    _check_id_tensor("input_ids", input_ids)
+    _check_id_tensor("word_ids", word_ids)
+    if word_ids.shape != input_ids.shape:
+        raise ValueError(f"word_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(word_ids.shape)}")
+    if word_ids.numel() and int(word_ids.min()) < -1:
+        raise ValueError("word_ids must hold word numbers >= 0, or -1 for tokens outside any word")
+    _check_probability("mlm_probability", mlm_probability)
+    _check_special_ids(special_token_ids)
+    words = int(word_ids.max()) + 1 if word_ids.numel() else 0
+    word_draws = torch.rand((input_ids.shape[0], max(words, 1)), device=input_ids.device, generator=generator)
+    token_draws = word_draws.gather(1, word_ids.clamp(min=0).long())  # [B, W] -> [B, L]
+    return (token_draws < mlm_probability) & (word_ids >= 0) & eligible_positions(input_ids, special_token_ids)
+
+
+def mask_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
+                     special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
+                     mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole-word masking (BERT, May 2019): ``select_whole_words``, then 80-10-10 per token, then labels.
+
+    ``(input_ids [B, L], word_ids [B, L])`` -> ``(masked_ids [B, L], labels [B, L])``. As in
+    BERT's release, each token of a selected word gets its own 80-10-10 decision.
+    """
+    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
+                          random_replace_prob, special_token_ids)
+    selected = select_whole_words(input_ids, word_ids, special_token_ids=special_token_ids,
+                                  mlm_probability=mlm_probability, generator=generator)
+    masked_ids = apply_80_10_10(
+        input_ids, selected, mask_token_id=mask_token_id, vocab_size=vocab_size, special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, generator=generator,
+    )
+    return masked_ids, build_labels(input_ids, selected)
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def span_length_probabilities(p: float = SPAN_P, max_length: int = MAX_SPAN_LENGTH) -> torch.Tensor:
+    """SpanBERT's length distribution: Geometric(p) on 1..max_length, renormalized. Index k holds P(length = k + 1)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
+        raise ValueError(f"p must be a probability in (0, 1], got {p!r}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    lengths = torch.arange(1, max_length + 1, dtype=torch.float64)
+    weights = p * (1 - p) ** (lengths - 1)
+    return weights / weights.sum()
+
+
+def sample_span_lengths(shape, *, p: float = SPAN_P, max_length: int = MAX_SPAN_LENGTH,
+                        generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Span lengths in ``1..max_length`` drawn from ``span_length_probabilities``: a long tensor of ``shape``.
+
+    One ``torch.multinomial(probabilities, numel, replacement=True)`` call, plus 1.
+    """
+    probabilities = span_length_probabilities(p, max_length).to(device=device, dtype=torch.float32)
+    count = torch.Size(shape).numel()
+    if count == 0:
+        return torch.zeros(shape, dtype=torch.long, device=device)
+    return torch.multinomial(probabilities, count, replacement=True, generator=generator).view(shape) + 1
+
+
+def select_spans(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
+                 span_p: float = SPAN_P, max_span_length: int = MAX_SPAN_LENGTH,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpanBERT selection: ``[B, L]`` -> ``(selected bool [B, L], span_index long [B, L], -1 off the spans)``.
+
+    Each row spends a budget of ``round(mlm_probability * n)`` of its ``n`` non-special tokens
+    on spans whose lengths follow ``sample_span_lengths`` (the last one trimmed to fit). The
+    spans are laid out without overlap, uniformly at random, over the non-special tokens taken
+    in order; two spans may touch.
+    """
+    _check_id_tensor("input_ids", input_ids)
+    _check_probability("mlm_probability", mlm_probability)
+    _check_special_ids(special_token_ids)
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be 2-D [batch, seq] for span masking, got shape {tuple(input_ids.shape)}")
+    device, (batch, seq) = input_ids.device, input_ids.shape
+    eligible = eligible_positions(input_ids, special_token_ids)  # [B, L]
+    eligible_count = eligible.sum(1)  # [B]
+    budget = torch.round(eligible_count * mlm_probability).long()  # [B] tokens to select
+    spans = max(int(budget.max()) if batch else 0, 1)  # enough spans even if each had length 1
+
+    lengths = sample_span_lengths((batch, spans), p=span_p, max_length=max_span_length, generator=generator, device=device)
+    spent_before = lengths.cumsum(1) - lengths  # [B, S]
+    lengths = torch.minimum(lengths, (budget[:, None] - spent_before).clamp(min=0))  # trim to the budget; unused -> 0
+    span_count = (lengths > 0).sum(1)  # [B]
+
+    # Lay out span_count spans and the (eligible_count - budget) unselected tokens as a random
+    # sequence of items: choosing uniformly which items are spans places the spans without overlap.
+    item_count = span_count + eligible_count - budget  # [B], at most L
+    slot = torch.arange(seq, device=device).expand(batch, seq)
+    noise = torch.rand((batch, seq), device=device, generator=generator).masked_fill(slot >= item_count[:, None], 2.0)
+    is_span = noise.argsort(1).argsort(1) < span_count[:, None]  # [B, L] items
+    span_of_item = (is_span.cumsum(1) - 1).clamp(min=0)  # [B, L]
+    item_length = torch.where(is_span, lengths.gather(1, span_of_item.clamp(max=spans - 1)), (slot < item_count[:, None]).long())
+    item_start = item_length.cumsum(1) - item_length  # [B, L] in non-special coordinates
+
+    # Spans as +1/-1 boundaries (coverage = running sum > 0) and their index, carried forward by cummax.
+    boundaries = torch.zeros((batch, seq + 1), dtype=torch.long, device=device)
+    boundaries.scatter_add_(1, item_start, is_span.long())
+    boundaries.scatter_add_(1, item_start + item_length, -is_span.long())
+    covered = boundaries.cumsum(1)[:, :seq] > 0
+    starts = torch.zeros((batch, seq + 1), dtype=torch.long, device=device)
+    starts.scatter_reduce_(1, item_start, torch.where(is_span, span_of_item + 1, 0), reduce="amax")
+    span_at = starts.cummax(1).values[:, :seq] - 1
+
+    # From non-special coordinates back to positions in the row.
+    rank = (eligible.cumsum(1) - 1).clamp(min=0)  # [B, L]
+    selected = eligible & covered.gather(1, rank)
+    span_index = torch.where(selected, span_at.gather(1, rank), -1)
+    return selected, span_index
+
+
+def mask_spans(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int, special_token_ids: Sequence[int] = (),
+               mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
+               span_p: float = SPAN_P, max_span_length: int = MAX_SPAN_LENGTH,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpanBERT masking: ``select_spans``, then 80-10-10 decided once per span, then labels.
+
+    ``[B, L]`` -> ``(masked_ids [B, L], labels [B, L])``. As in SpanBERT, a whole span becomes
+    [MASK], or random tokens, or stays as it is.
+    """
+    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
+                          random_replace_prob, special_token_ids)
+    selected, span_index = select_spans(input_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability,
+                                        span_p=span_p, max_span_length=max_span_length, generator=generator)
+    span_draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)  # [B, at most L spans]
+    positions = selected.nonzero(as_tuple=True)
+    decision = span_draws[positions[0], span_index[positions]]  # one draw per span, shared by its tokens
+    masked_ids = _replace_selected(
+        input_ids, positions, decision, mask_token_id=mask_token_id, vocab_size=vocab_size,
+        special_token_ids=special_token_ids, mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob, generator=generator,
+    )
+    return masked_ids, build_labels(input_ids, selected)
+
+
+def mask_by_strategy(strategy: str, input_ids: torch.Tensor, word_ids: torch.Tensor | None = None, **options):
+    """``mask_tokens``, ``mask_whole_words`` (needs ``word_ids``) or ``mask_spans``, by name: one of ``STRATEGIES``.
+
+    ``options`` are the maskers' keyword arguments (mask_token_id, vocab_size, special_token_ids, ...).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "whole_word":
+        if word_ids is None:
+            raise ValueError("word_ids are needed for strategy='whole_word'")
+        return mask_whole_words(input_ids, word_ids, **options)
+    if strategy == "span":
+        return mask_spans(input_ids, **options)
+    return mask_tokens(input_ids, **options)
+
+
+# --------------------------------------------------------------------------- dynamic masking for a DataLoader
+
+
+class MaskingCollator:
+    """A DataLoader ``collate_fn`` that pads and masks anew on every batch (RoBERTa's dynamic masking).
+
+        loader = DataLoader(sequences, batch_size=32, shuffle=True, collate_fn=MaskingCollator(
+            mask_token_id=4, vocab_size=V, pad_token_id=0, special_token_ids=(0, 1, 2, 3, 4)))
+
+    Examples are token id lists (or 1-D tensors), or mappings with ``input_ids`` and, for
+    ``strategy="whole_word"``, ``word_ids`` (None or -1 outside words). Each batch is padded to
+    a multiple of ``pad_to_multiple_of`` (8 suits tensor cores) and returned as a dict of
+    ``input_ids``, ``attention_mask`` (1 = real token) and ``labels``, all ``[B, L]``.
+    """
+
+    def __init__(self, *, mask_token_id: int, vocab_size: int, pad_token_id: int, special_token_ids: Sequence[int] = (),
+                 strategy: str = "token", mlm_probability: float = 0.15, mask_replace_prob: float = 0.8,
+                 random_replace_prob: float = 0.1, pad_to_multiple_of: int = 8, generator: torch.Generator | None = None):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or not 0 <= pad_token_id < vocab_size:
+            raise ValueError(f"pad_token_id must be an int in [0, vocab_size={vocab_size}), got {pad_token_id!r}")
+        _check_probability("mlm_probability", mlm_probability)
+        validate_replacement_args(mask_token_id, vocab_size, special_token_ids, mask_replace_prob, random_replace_prob)
+        self.pad_token_id = pad_token_id
+        self.strategy = strategy
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.generator = generator
+        self.masking = dict(
+            mask_token_id=mask_token_id, vocab_size=vocab_size,
+            special_token_ids=tuple(sorted({*special_token_ids, pad_token_id})), mlm_probability=mlm_probability,
+            mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob,
+        )
+
+    def _pad(self, sequences: list[torch.Tensor], value: int) -> torch.Tensor:
+        padded = pad_sequence(sequences, batch_first=True, padding_value=value)  # [B, longest]
+        extra = -padded.shape[1] % self.pad_to_multiple_of
+        return F.pad(padded, (0, extra), value=value)
+
+    def __call__(self, examples: Sequence) -> dict[str, torch.Tensor]:
+        if not isinstance(examples, Sequence) or isinstance(examples, (str, bytes)) or len(examples) == 0:
+            raise ValueError("examples must be a non-empty list of token id lists (or of dicts with 'input_ids')")
+        is_mapping = isinstance(examples[0], Mapping)
+        sequences = [torch.as_tensor(e["input_ids"] if is_mapping else e, dtype=torch.long) for e in examples]
+        if any(s.dim() != 1 for s in sequences):
+            raise ValueError("examples must each be a 1-D sequence of token ids")
+        input_ids = self._pad(sequences, self.pad_token_id)  # [B, L]
+        attention_mask = self._pad([torch.ones(len(s), dtype=torch.long) for s in sequences], 0)
+        word_ids = None
+        if self.strategy == "whole_word":
+            if not is_mapping or "word_ids" not in examples[0]:
+                raise ValueError("strategy='whole_word' needs examples as dicts with 'word_ids'")
+            words = [torch.tensor([-1 if w is None else w for w in e["word_ids"]], dtype=torch.long) for e in examples]
+            word_ids = self._pad(words, -1)
+        masked_ids, labels = mask_by_strategy(self.strategy, input_ids, word_ids, generator=self.generator, **self.masking)
+        return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# --------------------------------------------------------------------------- the seed's loop, for comparison only
+
+
+def seed_create_masked_lm_batch(tokens, mask_token_id, mask_prob=0.15, vocab_size=30000):
+    """The course seed's masker, kept as it was (only its global MASK_TOKEN_ID became an argument) so
+    that Lab 1 and ``benchmarks/bench_masking.py`` can time it. Do not use it: it loops over every
+    token in Python, selects padding and special tokens, draws random ids from the whole vocabulary
+    (specials included) and returns targets that are not -100 off the selected positions.
+    """
+    masked_tokens = tokens.clone()
+    targets = tokens.clone()
+    mask_positions = torch.rand(tokens.shape) < mask_prob
+    for i in range(tokens.shape[0]):
+        for j in range(tokens.shape[1]):
+            if mask_positions[i, j]:
+                rand = torch.rand(1).item()
+                if rand < 0.8:
+                    masked_tokens[i, j] = mask_token_id
+                elif rand < 0.9:
+                    masked_tokens[i, j] = torch.randint(0, vocab_size, (1,)).item()
+    return masked_tokens, targets, mask_positions

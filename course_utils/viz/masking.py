@@ -1,0 +1,122 @@
+"""Pictures for Lab 1: masking rates against binomial bands, masking speed, and a live masking viewer."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from scipy.stats import binom
+
+from course_utils.masking import IGNORE_INDEX, mask_by_strategy
+from course_utils.viz import MARKERS, PALETTE
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+DEMO_CORPUS = (
+    "Masked language models learn by filling in blanks. BERT hides fifteen percent of the tokens "
+    "and predicts them from both sides of the sentence. The patient presented with severe chest pain "
+    "and was treated in the emergency department. Pretraining on unlabelled text teaches the encoder "
+    "grammar, meaning and facts, which transfer to downstream tasks such as question answering."
+)
+STATUS_COLOURS = {"mask": PALETTE["vermillion"], "random": PALETTE["orange"], "kept": PALETTE["sky"]}
+
+
+def plot_rates_with_bands(counts: Mapping[str, Sequence[int]], totals: Mapping[str, Sequence[int]],
+                          expected: Mapping[str, float], level: float = 0.95):
+    """One panel per rate: the rate observed in each draw (``counts[k] / totals[k]``) against the
+    expected rate and its binomial ``level`` band for that draw's size. Returns the figure.
+
+    About ``1 - level`` of the draws should fall outside the band; many more means a biased masker.
+    """
+    names = list(expected)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name, marker in zip(axes[0], names, MARKERS * 2):
+        count, total, p = np.asarray(counts[name]), np.asarray(totals[name]), expected[name]
+        draw = np.arange(len(count))
+        low, high = binom.interval(level, total, p)
+        ax.fill_between(draw, low / total, high / total, step="mid", color=PALETTE["sky"], alpha=0.35,
+                        label=f"{level:.0%} binomial band")
+        ax.axhline(p, color=PALETTE["blue"], linewidth=1.5, label=f"expected {p:g}")
+        rate = count / total
+        inside = (count >= low) & (count <= high)
+        ax.plot(draw[inside], rate[inside], marker, linestyle="", markersize=3, color=PALETTE["black"])
+        ax.plot(draw[~inside], rate[~inside], "x", color=PALETTE["vermillion"], label="outside the band")
+        ax.set(title=f"{name}: {inside.mean():.0%} inside", xlabel="draw", ylabel="observed rate")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_speed(batch_sizes: Sequence[int], seconds: Mapping[str, Sequence[float]], seq_len: int):
+    """Time per batch against batch size (log-log), one line per masker. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    colours = (PALETTE["vermillion"], PALETTE["blue"], PALETTE["green"], PALETTE["orange"])
+    for (name, times), colour, marker in zip(seconds.items(), colours, MARKERS):
+        ax.plot(batch_sizes, times, marker=marker, color=colour, label=name)
+    ax.set(xscale="log", yscale="log", xlabel=f"batch size (sequences of {seq_len} tokens)",
+           ylabel="seconds per batch (median)", title="Masking one batch")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def demo_tokenizer(corpus: str = DEMO_CORPUS, vocab_size: int = 200):
+    """A tiny WordPiece tokenizer trained in memory on ``corpus``, with BERT's specials (ids 0-4) and
+    [CLS] ... [SEP] added around every text. Its small vocabulary splits most words into pieces."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator([corpus], trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    return tokenizer
+
+
+def masked_html(original: Sequence[str], shown: Sequence[str], labels: Sequence[int], mask_token: str = "[MASK]") -> str:
+    """Tokens as coloured HTML boxes: [MASK] (vermillion), random (orange, with the token it replaced), kept (sky)."""
+    boxes = []
+    for before, after, label in zip(original, shown, labels):
+        status = None if label == IGNORE_INDEX else "mask" if after == mask_token else "kept" if after == before else "random"
+        text = html.escape(after) + (f" <s>{html.escape(before)}</s>" if status == "random" else "")
+        style = f"background:{STATUS_COLOURS[status]};" if status else "border:1px solid #ccc;"
+        boxes.append(f'<span style="{style} padding:2px 4px; margin:2px; border-radius:3px; display:inline-block">{text}</span>')
+    legend = " ".join(f'<span style="background:{c}; padding:1px 6px">{s}</span>' for s, c in STATUS_COLOURS.items())
+    return f'<div style="font-family:monospace; line-height:2">{"".join(boxes)}</div><div>selected as: {legend}</div>'
+
+
+def masking_viewer(text: str = "The patient presented with severe chest pain, and masked language models learn by filling blanks."):
+    """An ipywidgets viewer: a masking-probability slider, a strategy choice and a redraw button,
+    showing ``text`` tokenized by ``demo_tokenizer`` with each selected token coloured."""
+    import ipywidgets as widgets
+
+    tokenizer = demo_tokenizer()
+    encoding = tokenizer.encode(text)
+    input_ids = torch.tensor([encoding.ids])
+    word_ids = torch.tensor([[-1 if w is None else w for w in encoding.word_ids]])
+    special_ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
+    probability = widgets.FloatSlider(value=0.15, min=0.0, max=1.0, step=0.05, description="probability")
+    strategy = widgets.ToggleButtons(options=[("token", "token"), ("whole word", "whole_word"), ("span", "span")],
+                                     description="strategy")
+    redraw = widgets.Button(description="draw again")
+    view = widgets.HTML()
+    draws = torch.Generator().manual_seed(0)
+
+    def show(*_):
+        masked_ids, labels = mask_by_strategy(
+            strategy.value, input_ids, word_ids, mask_token_id=tokenizer.token_to_id("[MASK]"),
+            vocab_size=tokenizer.get_vocab_size(), special_token_ids=special_ids,
+            mlm_probability=probability.value, generator=draws)
+        shown = [tokenizer.id_to_token(i) for i in masked_ids[0].tolist()]
+        view.value = masked_html(encoding.tokens, shown, labels[0].tolist())
+
+    for control in (probability, strategy):
+        control.observe(show, names="value")
+    redraw.on_click(show)
+    show()
+    return widgets.VBox([widgets.HBox([probability, redraw]), strategy, view])

@@ -1,0 +1,480 @@
+"""course_utils.masking: BERT's 15% / 80-10-10 masker, whole-word and span masking, the collator.
+
+Randomized claims are checked statistically over many draws. Unless a test says otherwise the
+bound is 5 binomial standard deviations, sqrt(n p (1 - p)), around the expected count: a correct
+masker fails such a test with probability below 1e-6. Uniformity uses a chi-square test that a
+correct masker fails with probability 1e-4 (p-value threshold).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from course_utils import masking
+from course_utils.masking import (
+    IGNORE_INDEX,
+    MaskingCollator,
+    apply_80_10_10,
+    build_labels,
+    mask_by_strategy,
+    mask_spans,
+    mask_tokens,
+    mask_whole_words,
+    non_special_ids,
+    sample_span_lengths,
+    select_positions,
+    select_spans,
+    select_whole_words,
+    span_length_probabilities,
+)
+
+PAD, UNK, CLS, SEP, MASK = range(5)
+SPECIALS = (PAD, UNK, CLS, SEP, MASK)
+VOCAB = 1000
+SIGMAS = 5
+
+
+def batch(rows=64, seq=128, vocab=VOCAB, real=100, seed=0):
+    """[CLS] w ... w [SEP] [PAD] ...: ``real`` tokens per row, the rest padding; ``[rows, seq]``."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(len(SPECIALS), vocab, (rows, seq), generator=generator)
+    ids[:, 0], ids[:, real - 1], ids[:, real:] = CLS, SEP, PAD
+    return ids
+
+
+def masked(ids, seed=0, **overrides):
+    options = dict(mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(seed))
+    return mask_tokens(ids, **{**options, **overrides})
+
+
+def within_sigmas(count, n, p, sigmas=SIGMAS):
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+# --------------------------------------------------------------------------- token masking: statistics
+
+
+@pytest.mark.parametrize("p", [0.15, 0.4])
+def test_selection_rate_matches_mlm_probability(p):
+    ids = batch(rows=256)
+    _, labels = masked(ids, mlm_probability=p)
+    eligible = ids >= len(SPECIALS)
+    selected = int((labels != IGNORE_INDEX).sum())
+    assert within_sigmas(selected, int(eligible.sum()), p), selected / int(eligible.sum())
+
+
+def test_replacement_shares_are_80_10_10():
+    ids = batch(rows=512)
+    masked_ids, labels = masked(ids, mlm_probability=0.5)
+    selected = labels != IGNORE_INDEX
+    n = int(selected.sum())
+    to_mask = int((masked_ids[selected] == MASK).sum())
+    to_random = int(((masked_ids != ids) & (masked_ids != MASK))[selected].sum())
+    kept = int((masked_ids == ids)[selected].sum())
+    # A random draw equal to the original id reads as "kept": probability 1/995 of 10%, far inside the bounds.
+    assert within_sigmas(to_mask, n, 0.8), to_mask / n
+    assert within_sigmas(to_random, n, 0.1), to_random / n
+    assert within_sigmas(kept, n, 0.1), kept / n
+
+
+def test_custom_replacement_shares_are_honoured():
+    ids = batch(rows=512)
+    masked_ids, labels = masked(ids, mlm_probability=0.5, mask_replace_prob=0.3, random_replace_prob=0.6)
+    selected = labels != IGNORE_INDEX
+    n = int(selected.sum())
+    assert within_sigmas(int((masked_ids[selected] == MASK).sum()), n, 0.3)
+    assert within_sigmas(int((masked_ids == ids)[selected].sum()), n, 0.1, sigmas=6)
+
+
+def test_random_replacements_are_uniform_over_non_special_ids():
+    vocab = 40
+    ids = batch(rows=1024, vocab=vocab)
+    masked_ids, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=vocab, special_token_ids=SPECIALS,
+                                     mlm_probability=1.0, mask_replace_prob=0.0, random_replace_prob=1.0,
+                                     generator=torch.Generator().manual_seed(1))
+    draws = masked_ids[labels != IGNORE_INDEX]
+    assert not torch.isin(draws, torch.tensor(SPECIALS)).any(), "random token drawn from special ids"
+    counts = torch.bincount(draws, minlength=vocab)[len(SPECIALS):]
+    # ~100k draws over 35 ids; chi-square against the uniform distribution, p-value threshold 1e-4.
+    assert chisquare(counts.numpy()).pvalue > 1e-4
+
+
+def test_random_replacements_avoid_specials_that_are_not_contiguous():
+    specials = (0, 7, 19)
+    ids = torch.full((64, 64), 3)
+    masked_ids, _ = mask_tokens(ids, mask_token_id=7, vocab_size=20, special_token_ids=specials, mlm_probability=1.0,
+                                mask_replace_prob=0.0, random_replace_prob=1.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.isin(masked_ids, torch.tensor(specials)).any()
+    assert set(masked_ids.unique().tolist()) == set(range(20)) - set(specials)
+
+
+# --------------------------------------------------------------------------- token masking: invariants
+
+
+def test_special_tokens_are_never_selected():
+    ids = batch()
+    _, labels = masked(ids, mlm_probability=1.0)
+    special = torch.isin(ids, torch.tensor(SPECIALS))
+    assert (labels[special] == IGNORE_INDEX).all()
+    assert (labels[~special] == ids[~special]).all(), "with mlm_probability=1 every other token is selected"
+
+
+def test_labels_are_minus_100_exactly_off_the_selected_positions():
+    ids = batch()
+    selected = select_positions(ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(3))
+    _, labels = masked(ids, seed=3)
+    assert torch.equal(labels != IGNORE_INDEX, selected)
+    assert torch.equal(labels[selected], ids[selected])
+
+
+def test_unselected_positions_are_unchanged():
+    ids = batch()
+    masked_ids, labels = masked(ids)
+    assert torch.equal(masked_ids[labels == IGNORE_INDEX], ids[labels == IGNORE_INDEX])
+
+
+def test_input_is_not_modified():
+    ids = batch()
+    before = ids.clone()
+    masked(ids, mlm_probability=1.0)
+    assert torch.equal(ids, before)
+
+
+def test_mask_tokens_is_select_then_80_10_10_then_labels():
+    ids = batch()
+    generator = torch.Generator().manual_seed(5)
+    selected = select_positions(ids, special_token_ids=SPECIALS, generator=generator)
+    expected = apply_80_10_10(ids, selected, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
+                              generator=generator)
+    masked_ids, labels = masked(ids, seed=5)
+    assert torch.equal(masked_ids, expected)
+    assert torch.equal(labels, build_labels(ids, selected))
+
+
+def test_same_generator_seed_gives_same_masks_and_another_seed_does_not():
+    ids = batch()
+    first, second, other = masked(ids, seed=7), masked(ids, seed=7), masked(ids, seed=8)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[1], other[1])
+
+
+def test_output_keeps_the_input_dtype_and_shape():
+    ids = batch().to(torch.int32)
+    masked_ids, labels = masked(ids)
+    assert masked_ids.dtype == labels.dtype == torch.int32
+    assert masked_ids.shape == labels.shape == ids.shape
+
+
+def test_mlm_probability_zero_selects_nothing():
+    ids = batch()
+    masked_ids, labels = masked(ids, mlm_probability=0.0)
+    assert (labels == IGNORE_INDEX).all() and torch.equal(masked_ids, ids)
+
+
+def test_empty_batch_is_fine():
+    masked_ids, labels = masked(torch.zeros((0, 16), dtype=torch.long))
+    assert masked_ids.shape == labels.shape == (0, 16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_masks_on_the_device_of_the_input():
+    ids = batch().cuda()
+    masked_ids, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
+                                     generator=torch.Generator("cuda").manual_seed(0))
+    assert masked_ids.device == labels.device == ids.device
+    assert (labels[ids < len(SPECIALS)] == IGNORE_INDEX).all()
+
+
+BAD_ARGUMENTS = [
+    ("mlm_probability", dict(mlm_probability=-0.1)),
+    ("mlm_probability", dict(mlm_probability=1.5)),
+    ("mask_replace_prob", dict(mask_replace_prob=1.2)),
+    ("random_replace_prob", dict(random_replace_prob=-0.1)),
+    ("mask_replace_prob + random_replace_prob", dict(mask_replace_prob=0.7, random_replace_prob=0.4)),
+    ("input_ids", dict(input_ids=torch.rand(2, 8))),
+    ("input_ids", dict(input_ids=torch.ones(2, 8, dtype=torch.bool))),
+    ("input_ids", dict(input_ids=torch.ones(2, 8, dtype=torch.uint8))),
+    ("input_ids", dict(input_ids=[[5, 6, 7]])),
+    ("vocab_size", dict(vocab_size=50)),
+    ("vocab_size", dict(vocab_size=0)),
+    ("vocab_size", dict(input_ids=torch.tensor([[-3, 5]]))),
+    ("mask_token_id", dict(mask_token_id=VOCAB)),
+    ("special_token_ids", dict(special_token_ids=(0, VOCAB + 3))),
+]
+
+
+@pytest.mark.parametrize("argument, bad", BAD_ARGUMENTS, ids=[f"{name}:{list(bad.values())[0]!r}"[:40] for name, bad in BAD_ARGUMENTS])
+def test_bad_input_raises_value_error_naming_the_argument(argument, bad):
+    options = dict(input_ids=batch(rows=2), mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS)
+    options.update(bad)
+    input_ids = options.pop("input_ids")
+    with pytest.raises(ValueError, match=argument.replace("+", r"\+")):
+        mask_tokens(input_ids, **options)
+
+
+def test_special_ids_covering_the_vocabulary_raise():
+    with pytest.raises(ValueError, match="special_token_ids"):
+        non_special_ids(5, SPECIALS)
+
+
+# --------------------------------------------------------------------------- whole words
+
+
+def word_numbering(rows=256, seq=128, real=100, word_length=3):
+    """Words of ``word_length`` tokens after [CLS]; -1 on [CLS], [SEP] and padding. ``[rows, seq]``."""
+    word_ids = (torch.arange(seq) - 1).div(word_length, rounding_mode="floor").expand(rows, seq).clone()
+    word_ids[:, 0], word_ids[:, real - 1:] = -1, -1
+    return word_ids
+
+
+def test_whole_word_masking_selects_all_tokens_of_a_word_together():
+    ids, word_ids = batch(rows=256), word_numbering()
+    _, labels = mask_whole_words(ids, word_ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
+                                 generator=torch.Generator().manual_seed(0))
+    selected = (labels != IGNORE_INDEX).float()
+    words = word_ids.clamp(min=0) + 1000 * torch.arange(256)[:, None]  # one number per (row, word)
+    in_word = word_ids >= 0
+    per_word = torch.zeros(1000 * 256).scatter_reduce(0, words[in_word], selected[in_word], "amin", include_self=False)
+    per_word_any = torch.zeros(1000 * 256).scatter_reduce(0, words[in_word], selected[in_word], "amax", include_self=False)
+    assert torch.equal(per_word, per_word_any), "a word was only partly selected"
+    assert (labels[word_ids < 0] == IGNORE_INDEX).all()
+
+
+def test_whole_word_selection_rate_per_word_matches_p():
+    ids, word_ids = batch(rows=512), word_numbering(rows=512)
+    selected = select_whole_words(ids, word_ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(1))
+    first_tokens = (word_ids >= 0) & (word_ids != torch.nn.functional.pad(word_ids[:, :-1], (1, 0), value=-1))
+    words = int(first_tokens.sum())
+    assert within_sigmas(int(selected[first_tokens].sum()), words, 0.15)
+
+
+def test_whole_word_masking_never_selects_special_tokens():
+    ids, word_ids = batch(), word_numbering(rows=64)
+    ids[:, 10] = UNK  # a special token inside a word
+    selected = select_whole_words(ids, word_ids, special_token_ids=SPECIALS, mlm_probability=1.0)
+    assert not selected[torch.isin(ids, torch.tensor(SPECIALS))].any()
+
+
+@pytest.mark.parametrize("word_ids", [torch.zeros(3, 3, dtype=torch.long), torch.full((64, 128), -2), torch.zeros(64, 128)])
+def test_bad_word_ids_raise_value_error(word_ids):
+    with pytest.raises(ValueError, match="word_ids"):
+        select_whole_words(batch(), word_ids)
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def test_span_lengths_follow_the_truncated_geometric_distribution():
+    lengths = sample_span_lengths((200_000,), generator=torch.Generator().manual_seed(0))
+    assert lengths.min() >= 1 and lengths.max() <= 10
+    counts = torch.bincount(lengths, minlength=11)[1:].numpy()
+    expected = span_length_probabilities().numpy() * len(lengths)
+    assert chisquare(counts, expected).pvalue > 1e-4
+    assert abs(lengths.float().mean().item() - 3.8) < 0.02  # SpanBERT's mean span length; sd of the mean is 0.006
+
+
+def test_span_masking_spends_the_budget_in_every_row():
+    ids = batch(rows=128)
+    selected, _ = select_spans(ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(0))
+    eligible = (ids >= len(SPECIALS)).sum(1)
+    assert torch.equal(selected.sum(1), torch.round(eligible * 0.15).long())
+    assert not selected[ids < len(SPECIALS)].any(), "a span covered a special token"
+
+
+def test_spans_are_contiguous_and_their_lengths_follow_the_distribution():
+    ids = batch(rows=2048, seq=256, real=250)
+    selected, span_index = select_spans(ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(2))
+    positions = torch.arange(256).expand_as(span_index)
+    for row, spans in zip(positions[:8], span_index[:8]):
+        for span in spans[spans >= 0].unique():
+            where = row[spans == span]
+            assert where.max() - where.min() + 1 == len(where), "span is not contiguous"
+    # Each row's first span is an untrimmed draw (the budget, 37 tokens, exceeds the longest span);
+    # later ones are not independent draws: the budget stops the sequence. Chi-square, threshold 1e-4.
+    first_span_lengths = (span_index == 0).sum(1)
+    counts = torch.bincount(first_span_lengths, minlength=11)[1:].numpy()
+    expected = span_length_probabilities().numpy() * len(first_span_lengths)
+    assert chisquare(counts, expected).pvalue > 1e-4
+
+
+def test_span_masking_overall_rate_is_15_percent():
+    ids = batch(rows=256)
+    _, labels = mask_spans(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
+                           generator=torch.Generator().manual_seed(0))
+    rate = (labels != IGNORE_INDEX).sum() / (ids >= len(SPECIALS)).sum()
+    assert abs(rate - 0.15) < 0.005  # only rounding of each row's 98 * 0.15 = 14.7 -> 15 moves it
+
+
+def test_span_masking_replaces_whole_spans_alike():
+    ids = batch(rows=256)
+    generator = torch.Generator().manual_seed(4)
+    masked_ids, labels = mask_spans(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
+                                    mlm_probability=0.3, generator=generator)
+    selected, span_index = select_spans(ids, special_token_ids=SPECIALS, mlm_probability=0.3,
+                                        generator=torch.Generator().manual_seed(4))
+    assert torch.equal(labels != IGNORE_INDEX, selected), "labels and selection use the same draws"
+    is_mask = (masked_ids == MASK).float()
+    for row in range(32):
+        for span in span_index[row][span_index[row] >= 0].unique():
+            in_span = is_mask[row][span_index[row] == span]
+            assert in_span.min() == in_span.max(), "a span was partly [MASK]"
+    n = int(selected.sum())
+    assert within_sigmas(int((masked_ids[selected] == MASK).sum()), n, 0.8, sigmas=20)  # spans move together: wider
+
+
+@pytest.mark.parametrize("argument, call", [
+    ("input_ids", lambda: select_spans(torch.ones(4, dtype=torch.long))),
+    ("mlm_probability", lambda: mask_spans(batch(), mask_token_id=MASK, vocab_size=VOCAB, mlm_probability=1.5)),
+    ("p", lambda: sample_span_lengths((3,), p=0.0)),
+    ("max_length", lambda: sample_span_lengths((3,), max_length=0)),
+    ("mask_replace_prob", lambda: mask_whole_words(batch(), word_numbering(rows=64), mask_token_id=MASK, vocab_size=VOCAB,
+                                                   mask_replace_prob=-1.0)),
+    ("strategy", lambda: mask_by_strategy("words", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
+    ("word_ids", lambda: mask_by_strategy("whole_word", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
+])
+def test_span_and_whole_word_maskers_reject_bad_arguments(argument, call):
+    with pytest.raises(ValueError, match=argument):
+        call()
+
+
+# --------------------------------------------------------------------------- the collator
+
+
+def collator(**overrides):
+    return MaskingCollator(**{**dict(mask_token_id=MASK, vocab_size=VOCAB, pad_token_id=PAD, special_token_ids=SPECIALS,
+                                      generator=torch.Generator().manual_seed(0)), **overrides})
+
+
+SEQUENCES = [[CLS, *range(10, 10 + n), SEP] for n in (5, 17, 30)]
+
+
+def test_collator_pads_to_a_multiple_of_8_with_the_right_attention_mask():
+    out = collator()(SEQUENCES)
+    assert set(out) == {"input_ids", "attention_mask", "labels"}
+    assert out["input_ids"].shape == (3, 32)
+    assert out["attention_mask"].sum(1).tolist() == [len(s) for s in SEQUENCES]
+    assert (out["input_ids"][out["attention_mask"] == 0] == PAD).all()
+    assert (out["labels"][out["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_collator_masks_anew_on_every_call():
+    make = collator(mlm_probability=0.5)
+    sequences = [list(range(10, 110))] * 4
+    first, second = make(sequences), make(sequences)
+    assert not torch.equal(first["labels"], second["labels"])
+
+
+@pytest.mark.parametrize("strategy", ["token", "whole_word", "span"])
+def test_collator_strategies_select_only_real_tokens(strategy):
+    examples = [{"input_ids": s, "word_ids": [None, *[i // 2 for i in range(len(s) - 2)], None]} for s in SEQUENCES]
+    out = collator(strategy=strategy, mlm_probability=0.5)(examples)
+    selected = out["labels"] != IGNORE_INDEX
+    assert selected.any()
+    assert not selected[out["attention_mask"] == 0].any()
+    assert torch.equal(out["attention_mask"].bool() | ~selected, torch.ones_like(selected))
+
+
+def test_collator_works_as_a_dataloader_collate_fn():
+    loader = torch.utils.data.DataLoader(SEQUENCES * 4, batch_size=4, collate_fn=collator())
+    shapes = [b["input_ids"].shape[1] % 8 for b in loader]
+    assert shapes == [0, 0, 0]
+
+
+@pytest.mark.parametrize("argument, bad", [("strategy", dict(strategy="words")), ("pad_to_multiple_of", dict(pad_to_multiple_of=0)),
+                                           ("pad_token_id", dict(pad_token_id=-1)), ("mlm_probability", dict(mlm_probability=2.0))])
+def test_collator_rejects_bad_settings(argument, bad):
+    with pytest.raises(ValueError, match=argument):
+        collator(**bad)
+
+
+def test_collator_rejects_an_empty_batch():
+    with pytest.raises(ValueError, match="examples"):
+        collator()([])
+
+
+# --------------------------------------------------------------------------- the seed's loop, and the notebook
+
+
+def test_seed_loop_shows_the_bugs_the_lab_fixes():
+    ids = batch(rows=8)
+    masked_ids, targets, positions = masking.seed_create_masked_lm_batch(ids, MASK, mask_prob=1.0, vocab_size=VOCAB)
+    assert positions[ids == PAD].all(), "the seed selects padding"
+    assert torch.equal(targets, ids), "the seed's targets are not -100 off the selected positions"
+
+
+SOLUTION = Path(__file__).resolve().parent.parent / "solutions" / "lab01_masking" / "lab01_masking.ipynb"
+EXERCISES = ("select_positions", "apply_80_10_10", "build_labels", "select_whole_words", "sample_span_lengths")
+
+
+@pytest.fixture(scope="module")
+def notebook_functions():
+    """The exercise functions as the solution notebook defines them (its solution cells, executed here)."""
+    notebook = nbformat.read(SOLUTION, as_version=4)
+    namespace: dict = {}
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            exec(compile(cell.source, f"{SOLUTION.name}:{cell.id}", "exec"), namespace)
+    assert all(name in namespace for name in EXERCISES), "an exercise is missing from the solution notebook"
+    return namespace
+
+
+def test_solution_notebook_agrees_with_the_reference(notebook_functions):
+    nb = notebook_functions
+    ids, word_ids = batch(), word_numbering(rows=64)
+
+    def same_draws(function, *args, **kwargs):
+        return function(*args, **kwargs, generator=torch.Generator().manual_seed(11))
+
+    selected = same_draws(select_positions, ids, special_token_ids=SPECIALS, mlm_probability=0.3)
+    assert torch.equal(same_draws(nb["select_positions"], ids, special_token_ids=SPECIALS, mlm_probability=0.3), selected)
+    replacement = dict(mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS)
+    assert torch.equal(same_draws(nb["apply_80_10_10"], ids, selected, **replacement),
+                       same_draws(apply_80_10_10, ids, selected, **replacement))
+    assert torch.equal(nb["build_labels"](ids, selected), build_labels(ids, selected))
+    assert torch.equal(same_draws(nb["select_whole_words"], ids, word_ids, special_token_ids=SPECIALS),
+                       same_draws(select_whole_words, ids, word_ids, special_token_ids=SPECIALS))
+    assert torch.equal(same_draws(nb["sample_span_lengths"], (50, 7), p=0.3, max_length=6),
+                       same_draws(sample_span_lengths, (50, 7), p=0.3, max_length=6))
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def test_viewer_html_colours_mask_random_and_kept_tokens():
+    from course_utils.viz.masking import STATUS_COLOURS, masked_html
+
+    page = masked_html(["[CLS]", "the", "cat", "sat", "down"], ["[CLS]", "[MASK]", "dog", "sat", "down"], [-100, 5, 6, 7, -100])
+    assert page.count(STATUS_COLOURS["mask"]) == 2 and page.count(STATUS_COLOURS["random"]) == 2  # token + legend
+    assert page.count(STATUS_COLOURS["kept"]) == 2 and "<s>cat</s>" in page
+
+
+@pytest.mark.parametrize("strategy", ["token", "whole_word", "span"])
+def test_masking_viewer_redraws_for_every_strategy(strategy):
+    from course_utils.viz.masking import masking_viewer
+
+    viewer = masking_viewer()
+    controls, strategy_buttons, view = viewer.children
+    probability = controls.children[0]
+    strategy_buttons.value = strategy
+    probability.value = 1.0
+    tokens = view.value.split("<div>selected as")[0]
+    assert tokens.count("background") == tokens.count("<span") - 2, "with p = 1 every token but [CLS] and [SEP] is coloured"
+    probability.value = 0.0
+    assert "background" not in view.value.split("<div>selected as")[0]
+
+
+def test_rate_and_speed_plots_draw():
+    import matplotlib.pyplot as plt
+
+    from course_utils.viz.masking import plot_rates_with_bands, plot_speed
+
+    fig = plot_rates_with_bands({"selected": [15, 14, 30]}, {"selected": [100, 100, 100]}, {"selected": 0.15})
+    assert "67% inside" in fig.axes[0].get_title()  # 30 of 100 lies outside the 95% band
+    plt.close(fig)
+    plt.close(plot_speed([1, 2], {"loop": [1.0, 2.0], "vectorized": [0.1, 0.1]}, seq_len=8))
