@@ -1,0 +1,336 @@
+"""Lab 4: the synthetic MEDS cohort, the MEDS reader, BEHRT sequences, masking and the BEHRT model."""
+
+from __future__ import annotations
+
+import json
+
+import meds
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MaxAbsScaler
+
+from course_utils import ehr
+from course_utils.masking import IGNORE_INDEX
+from course_utils.models.behrt import BehrtConfig, BehrtForMaskedEvents, BehrtForOutcome, mask_events, masked_event_loss
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    return ehr.write_meds_dataset(tmp_path_factory.mktemp("meds"), num_subjects=80, seed=1)
+
+
+def times(*stamps):
+    return np.array(stamps, dtype="datetime64[us]")
+
+
+# --- the written dataset is MEDS -------------------------------------------------------------
+
+
+def test_generated_dataset_passes_meds_schema_validation(dataset_root):
+    shards = sorted((dataset_root / "data").rglob("*.parquet"))
+    assert shards, "no data shards written"
+    seen = []
+    for shard in shards:
+        table = pq.read_table(shard)
+        meds.DataSchema.validate(table)
+        subjects = table["subject_id"].to_numpy()
+        assert (np.diff(subjects) >= 0).all(), f"{shard}: subjects are not contiguous"
+        for subject in np.unique(subjects):
+            stamps = table.filter(pc.equal(table["subject_id"], subject))["time"].to_numpy(zero_copy_only=False)
+            dated = stamps[~np.isnat(stamps)]
+            assert (np.diff(dated) >= np.timedelta64(0)).all(), f"{shard}: subject {subject} is not sorted by time"
+            assert np.isnat(stamps[: len(stamps) - len(dated)]).all(), "static rows must come first"
+        seen.extend(np.unique(subjects).tolist())
+    assert len(seen) == len(set(seen)) == 80, "every subject must live in exactly one shard"
+    codes = pq.read_table(dataset_root / meds.code_metadata_filepath)
+    meds.CodeMetadataSchema.validate(codes)
+    data_codes = set(pa.concat_tables([pq.read_table(s) for s in shards])["code"].to_pylist())
+    assert data_codes <= set(codes["code"].to_pylist()), "every code in the data needs a metadata row"
+    meds.SubjectSplitSchema.validate(pq.read_table(dataset_root / meds.subject_splits_filepath))
+    meds.DatasetMetadataSchema.validate(json.loads((dataset_root / meds.dataset_metadata_filepath).read_text()))
+    meds.LabelSchema.validate(pq.read_table(dataset_root / "labels" / f"{ehr.TASK_NAME}.parquet"))
+
+
+def test_write_then_read_round_trip_preserves_every_event(dataset_root):
+    events, _, _ = ehr.generate_cohort(80, seed=1)
+    read = ehr.read_meds_dataset(dataset_root).events
+    assert read.num_rows == events.num_rows
+    assert read.equals(events.select(read.column_names)), "reading back changed, lost or reordered events"
+
+
+def test_generator_is_deterministic_under_its_seed():
+    first, second, other = ehr.generate_cohort(40, seed=5), ehr.generate_cohort(40, seed=5), ehr.generate_cohort(40, seed=6)
+    assert all(a.equals(b) for a, b in zip(first, second))
+    assert not first[0].equals(other[0])
+
+
+def test_splits_partition_the_subjects(dataset_root):
+    cohort = ehr.read_meds_dataset(dataset_root)
+    splits = [set(cohort.subjects(name)) for name in ("train", "tuning", "held_out")]
+    assert set.union(*splits) == set(range(1, 81)) and sum(map(len, splits)) == 80
+
+
+@pytest.fixture(scope="module")
+def large_cohort():
+    return ehr.generate_cohort(2500, seed=0)
+
+
+def test_comorbidity_model_is_planted(large_cohort):
+    """CKD is diagnosed more often with diabetes than without; the gap is > 5 standard errors."""
+    events = large_cohort[0]
+    has = lambda code: set(events.filter(pc.equal(events["code"], code))["subject_id"].to_pylist())
+    everyone, diabetes, ckd = set(range(1, 2501)), has("ICD10CM//E11.9"), has("ICD10CM//N18.30")
+    with_dm = len(ckd & diabetes) / len(diabetes)
+    without_dm = len(ckd - diabetes) / len(everyone - diabetes)
+    error = np.sqrt(with_dm * (1 - with_dm) / len(diabetes) + without_dm * (1 - without_dm) / len(everyone - diabetes))
+    assert with_dm - without_dm > 5 * error, (with_dm, without_dm)
+
+
+def test_hba1c_is_high_in_diabetes(large_cohort):
+    events = large_cohort[0]
+    diabetics = set(events.filter(pc.equal(events["code"], "ICD10CM//E11.9"))["subject_id"].to_pylist())
+    hba1c = events.filter(pc.and_(pc.equal(events["code"], "LOINC//4548-4"), pc.is_valid(events["numeric_value"])))
+    values = hba1c["numeric_value"].to_numpy()
+    is_diabetic = np.isin(hba1c["subject_id"].to_numpy(), list(diabetics))
+    assert values[is_diabetic].mean() > values[~is_diabetic].mean() + 1.0
+
+
+def test_oracle_auroc_beats_the_bag_of_codes_baseline(tmp_path):
+    """The true risk is the best possible score; logistic regression on code counts must fall short of it."""
+    root = ehr.write_meds_dataset(tmp_path, num_subjects=3000, seed=0)
+    cohort = ehr.read_meds_dataset(root)
+    labels = ehr.read_labels(root / "labels" / f"{ehr.TASK_NAME}.parquet")
+    oracle = dict(zip(*pq.read_table(root / "labels" / f"{ehr.TASK_NAME}_oracle.parquet").select(["subject_id", "probability"]).to_pydict().values()))
+    outcome = dict(zip(labels["subject_id"].to_pylist(), labels["boolean_value"].to_pylist()))
+    ends = dict(zip(labels["subject_id"].to_pylist(), labels["prediction_time"].to_numpy()))
+    sequences = ehr.build_sequences(cohort.events, ehr.fit_value_bins(cohort.events_of(cohort.subjects("train"))), end_times=ends)
+    train = [s for s in cohort.subjects("train") if s in sequences]
+    test = [s for s in cohort.subjects("held_out") + cohort.subjects("tuning") if s in sequences]
+    model = make_pipeline(CountVectorizer(analyzer=lambda tokens: tokens), MaxAbsScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    model.fit([sequences[s].tokens for s in train], [outcome[s] for s in train])
+    y = [outcome[s] for s in test]
+    baseline = roc_auc_score(y, model.predict_proba([sequences[s].tokens for s in test])[:, 1])
+    ceiling = roc_auc_score(y, [oracle[s] for s in test])
+    assert 0.6 < baseline < ceiling, (baseline, ceiling)
+
+
+def test_labels_exclude_subjects_with_heart_failure_before_the_prediction_time(large_cohort):
+    events, labels, _ = large_cohort
+    hf = events.filter(pc.equal(events["code"], "ICD10CM//I50.9"))
+    first_hf = hf.group_by("subject_id").aggregate([("time", "min")])
+    first = dict(zip(first_hf["subject_id"].to_pylist(), first_hf["time_min"].to_numpy()))
+    for subject, when in zip(labels["subject_id"].to_pylist(), labels["prediction_time"].to_numpy()):
+        assert subject not in first or first[subject] > when, f"subject {subject} had heart failure before prediction time"
+
+
+# --- reading foreign or broken MEDS data -------------------------------------------------------
+
+
+def write_shard(root, table):
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "data" / "0.parquet")
+
+
+def test_reader_accepts_minimal_meds_without_numeric_values_or_splits(tmp_path):
+    write_shard(tmp_path, pa.table({"subject_id": pa.array([7, 7], pa.int64()), "time": times("2000-01-01", "2001-01-01"), "code": ["A", "B"]}))
+    cohort = ehr.read_meds_dataset(tmp_path)
+    assert cohort.events["numeric_value"].null_count == 2
+    assert cohort.subjects("train") == [7]
+
+
+def test_reader_casts_compatible_types(tmp_path):
+    stamps = pa.array(times("2000-01-01", "2001-01-01").astype("datetime64[ns]"))
+    write_shard(tmp_path, pa.table({"subject_id": pa.array([3, 3], pa.int32()), "time": stamps, "code": ["A", "B"], "numeric_value": [1.5, None]}))
+    events = ehr.read_meds_dataset(tmp_path).events
+    assert events.schema.field("subject_id").type == pa.int64() and events.schema.field("time").type == pa.timestamp("us")
+    assert events["numeric_value"].type == pa.float32()
+
+
+def test_missing_column_raises_error_naming_file_and_column(tmp_path):
+    write_shard(tmp_path, pa.table({"subject_id": pa.array([1], pa.int64()), "time": times("2000-01-01")}))
+    with pytest.raises(ValueError, match=r"0\.parquet.*'code'"):
+        ehr.read_meds_dataset(tmp_path)
+
+
+def test_uncastable_column_raises_error_naming_file_and_column(tmp_path):
+    write_shard(tmp_path, pa.table({"subject_id": ["patient-a"], "time": times("2000-01-01"), "code": ["A"]}))
+    with pytest.raises(ValueError, match=r"0\.parquet.*subject_id"):
+        ehr.read_meds_dataset(tmp_path)
+
+
+def test_null_codes_raise_error_naming_file_and_column(tmp_path):
+    write_shard(tmp_path, pa.table({"subject_id": pa.array([1, 1], pa.int64()), "time": times("2000-01-01", "2000-01-02"), "code": ["A", None]}))
+    with pytest.raises(ValueError, match=r"0\.parquet.*code"):
+        ehr.read_meds_dataset(tmp_path)
+
+
+def test_label_file_with_extra_column_raises_error(tmp_path):
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"subject_id": pa.array([1], pa.int64()), "prediction_time": times("2000-01-01"), "boolean_value": [True], "risk": [0.3]}), path)
+    with pytest.raises(ValueError, match="risk"):
+        ehr.read_labels(path)
+
+
+def test_empty_directory_raises_error(tmp_path):
+    with pytest.raises(ValueError, match="data/"):
+        ehr.read_meds_dataset(tmp_path)
+
+
+# --- sequence building ---------------------------------------------------------------------------
+
+
+def test_patient_with_one_visit():
+    sequence = ehr.patient_sequence(times("1950-06-01", "2010-05-05T10:00", "2010-05-05T11:00"), ["MEDS_BIRTH", "A", "B"])
+    assert sequence.tokens == ["[CLS]", "A", "B", "[SEP]"]
+    assert sequence.ages == [59] * 4 and sequence.visits == [0] * 4 and sequence.segments == [0] * 4
+
+
+def test_events_at_the_same_timestamp_share_a_visit():
+    sequence = ehr.patient_sequence(times("2010-05-05T10:00", "2010-05-05T10:00", "2012-01-01"), ["A", "B", "C"])
+    assert sequence.tokens == ["[CLS]", "A", "B", "[SEP]", "C", "[SEP]"]
+    assert sequence.visits == [0, 0, 0, 0, 1, 1] and sequence.segments == [0, 0, 0, 0, 1, 1]
+
+
+def test_visits_alternate_segments_and_chain_across_short_gaps():
+    stamps = times("2010-01-01T08:00", "2010-01-02T07:00", "2010-03-01", "2010-06-01", "2010-09-01")
+    sequence = ehr.patient_sequence(stamps, ["A", "B", "C", "D", "E"])
+    assert sequence.tokens == ["[CLS]", "A", "B", "[SEP]", "C", "[SEP]", "D", "[SEP]", "E", "[SEP]"]
+    assert sequence.segments == [0, 0, 0, 0, 1, 1, 0, 0, 1, 1]
+
+
+def test_static_events_join_the_first_visit_and_birth_is_not_a_token():
+    sequence = ehr.patient_sequence(times("NaT", "1980-01-01", "2020-02-01"), ["GENDER//F", "MEDS_BIRTH", "A"])
+    assert sequence.tokens == ["[CLS]", "GENDER//F", "A", "[SEP]"] and sequence.ages == [40] * 4
+
+
+def test_without_birth_ages_are_zero():
+    assert ehr.patient_sequence(times("2010-01-01", "2011-01-01"), ["A", "B"]).ages == [0] * 5
+
+
+def test_unsorted_times_raise_error():
+    with pytest.raises(ValueError, match="sorted"):
+        ehr.patient_sequence(times("2011-01-01", "2010-01-01"), ["A", "B"])
+
+
+def test_missing_numeric_values_keep_the_bare_code():
+    bins = {"LAB": np.array([1.0, 2.0])}
+    assert ehr.event_tokens(["LAB", "LAB", "LAB", "LAB", "DX"], np.array([0.5, np.nan, 1.5, 9.0, np.nan]), bins) == [
+        "LAB//Q1", "LAB", "LAB//Q2", "LAB//Q3", "DX"
+    ]
+
+
+def test_value_bins_split_training_values_into_equal_thirds():
+    events = pa.table({"code": ["LAB"] * 300, "numeric_value": pa.array(np.arange(300, dtype=np.float32))})
+    edges = ehr.fit_value_bins(events)["LAB"]
+    tokens = ehr.event_tokens(["LAB"] * 300, np.arange(300), {"LAB": edges})
+    assert [tokens.count(f"LAB//Q{k}") for k in (1, 2, 3)] == [100, 100, 100]
+
+
+def test_long_sequences_are_truncated_from_the_left_keeping_the_most_recent():
+    stamps = np.datetime64("2000-01-01", "us") + np.arange(40) * np.timedelta64(30, "D")
+    sequence = ehr.patient_sequence(stamps, [f"C{i}" for i in range(40)])
+    truncated = ehr.truncate_left(sequence, 11)
+    assert len(truncated.tokens) == 11 and truncated.tokens[0] == "[CLS]"
+    assert truncated.tokens[1:] == sequence.tokens[-10:], "the most recent events must be kept"
+    assert truncated.visits[0] == 0 and truncated.visits[1] == 0 and truncated.visits[-1] == 4
+    assert truncated.segments == [v % 2 for v in truncated.visits]
+    assert ehr.truncate_left(sequence, 500) == sequence
+
+
+def test_build_sequences_stops_at_the_prediction_time_inclusive():
+    table = pa.table(
+        {
+            "subject_id": pa.array([1, 1, 1, 1, 2], pa.int64()),
+            "time": pa.array(times("NaT", "2010-01-01", "2011-01-01", "2012-01-01", "2010-01-01")),
+            "code": ["GENDER//M", "A", "B", "C", "A"],
+            "numeric_value": pa.nulls(5, pa.float32()),
+        }
+    )
+    sequences = ehr.build_sequences(table, {}, end_times={1: np.datetime64("2011-01-01", "us")})
+    assert list(sequences) == [1]
+    assert sequences[1].tokens == ["[CLS]", "GENDER//M", "A", "[SEP]", "B", "[SEP]"]
+
+
+def test_vocabulary_keeps_frequent_codes_and_maps_the_rest_to_unk():
+    sequence = ehr.EHRSequence(["[CLS]", "A", "A", "B", "[SEP]"], [0] * 5, [0] * 5, [0] * 5)
+    vocabulary = ehr.Vocabulary.fit([sequence], min_count=2)
+    assert vocabulary.tokens == [*ehr.SPECIAL_TOKENS, "A"]
+    assert vocabulary.encode(["[CLS]", "A", "B", "[SEP]"]) == [ehr.CLS_ID, 5, ehr.UNK_ID, ehr.SEP_ID]
+
+
+# --- batching, masking and the model -------------------------------------------------------------
+
+
+def toy_dataset(count=50, seed=0):
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(count):
+        length = int(rng.integers(1, 30))
+        stamps = np.datetime64("2010-01-01", "us") + np.sort(rng.integers(0, 2000, length)) * np.timedelta64(1, "D")
+        sequences.append(ehr.patient_sequence(np.concatenate([times("1960-01-01"), stamps]), ["MEDS_BIRTH", *(f"C{c}" for c in rng.integers(0, 12, length))]))
+    vocabulary = ehr.Vocabulary.fit(sequences)
+    return ehr.EHRDataset(sequences, vocabulary, max_len=32, labels=[i % 2 for i in range(count)]), vocabulary
+
+
+def test_length_buckets_cover_every_patient_once_and_cut_padding():
+    dataset, _ = toy_dataset(200)
+    sampler = ehr.LengthBucketSampler(dataset.lengths, batch_size=8, bucket_batches=25)
+    batches = list(sampler)
+    assert sorted(i for batch in batches for i in batch) == list(range(200))
+    unsorted = [list(range(i, i + 8)) for i in range(0, 200, 8)]
+    assert ehr.padding_fraction(dataset.lengths, batches) < 0.5 * ehr.padding_fraction(dataset.lengths, unsorted)
+
+
+def test_collate_pads_and_marks_padding():
+    dataset, _ = toy_dataset()
+    batch = ehr.collate_ehr([dataset[0], dataset[1], dataset[2]])
+    assert batch["input_ids"].shape == batch["ages"].shape == batch["attention_mask"].shape
+    assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != ehr.PAD_ID)
+    assert batch["label"].dtype == torch.float32
+
+
+def test_masking_never_touches_structural_tokens():
+    dataset, vocabulary = toy_dataset(100)
+    batch = ehr.collate_ehr([dataset[i] for i in range(100)])
+    ids = batch["input_ids"]
+    structural = torch.isin(ids, torch.tensor(ehr.STRUCTURAL_IDS))
+    for seed in range(20):
+        masked, labels = mask_events(ids, len(vocabulary), mlm_probability=0.9, generator=torch.Generator().manual_seed(seed))
+        assert (labels[structural] == IGNORE_INDEX).all()
+        assert torch.equal(masked[structural], ids[structural])
+        assert not torch.isin(masked[~structural], torch.tensor([ehr.PAD_ID, ehr.CLS_ID, ehr.SEP_ID, ehr.UNK_ID])).any()
+
+
+def test_padding_does_not_change_the_patient_representation():
+    """The attention mask works: extra [PAD] columns leave every real position's output unchanged."""
+    dataset, vocabulary = toy_dataset()
+    model = BehrtForOutcome(BehrtConfig(len(vocabulary), hidden_size=16, num_heads=2, max_len=64)).eval()
+    alone = ehr.collate_ehr([dataset[0]])
+    padded = {key: torch.nn.functional.pad(value, (0, 10)) if value.dim() == 2 else value for key, value in alone.items()}
+    assert torch.allclose(model(alone), model(padded), atol=1e-5)
+
+
+def test_masked_event_head_never_predicts_structural_tokens_and_loss_is_finite():
+    dataset, vocabulary = toy_dataset()
+    model = BehrtForMaskedEvents(BehrtConfig(len(vocabulary), hidden_size=16, num_heads=2, max_len=32))
+    batch = ehr.collate_ehr([dataset[i] for i in range(16)])
+    logits = model(batch)
+    assert logits.shape == (*batch["input_ids"].shape, len(vocabulary))
+    assert torch.isinf(logits[..., list(ehr.STRUCTURAL_IDS) + [ehr.MASK_ID]]).all()
+    torch.manual_seed(0)
+    assert torch.isfinite(masked_event_loss(model, batch))
+
+
+def test_config_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="hidden_size"):
+        BehrtConfig(vocab_size=50, hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="vocab_size"):
+        BehrtConfig(vocab_size=3)
