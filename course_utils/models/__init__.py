@@ -7,3 +7,6 @@
 """
 
 from course_utils.models.transformer import MultiHeadSelfAttention, TransformerBlock, TransformerEncoder
+from course_utils.models.mae import MAEConfig, MaskedAutoencoder
+from course_utils.models.behrt import Behrt, BehrtConfig, BehrtEmbedding, BehrtForMaskedEvents, BehrtForOutcome
+from course_utils.models.bert import BertConfig, BertForMaskedLM

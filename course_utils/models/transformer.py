@@ -28,6 +28,16 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     return attention_mask.bool()[:, None, None, :]
 
 
+def select_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``x[rows]`` for ``x`` ``[B, L, D]`` and boolean ``rows`` ``[B, L]`` -> ``[S, D]``, in row-major order.
+
+    ``index_select`` rather than boolean indexing: its backward is a cheap ``index_add``.
+    """
+    if rows.shape != x.shape[:2] or rows.dtype != torch.bool:
+        raise ValueError(f"rows must be a boolean [batch, seq] tensor of shape {tuple(x.shape[:2])}, got {rows.dtype} {tuple(rows.shape)}")
+    return x.flatten(0, 1).index_select(0, rows.flatten().nonzero().squeeze(1))
+
+
 class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention with a fused QKV projection.
 
@@ -51,12 +61,19 @@ class MultiHeadSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads)  # [B, L, 3, H, D/H]
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B, H, L, D/H]
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``."""
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``.
+
+        ``rows`` (boolean ``[B, L]``) keeps only those query positions after attention:
+        the output is ``[S, D]`` for the S selected positions, and the projection runs only there.
+        """
         q, k, v = self._heads(x)
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(attention_mask), dropout_p=dropout)
-        return self.proj(out.transpose(1, 2).flatten(2))  # [B, H, L, D/H] -> [B, L, D]
+        out = out.transpose(1, 2).flatten(2)  # [B, H, L, D/H] -> [B, L, D]
+        return self.proj(out if rows is None else select_rows(out, rows))
 
     @torch.no_grad()
     def attention_probs(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,13 +113,20 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: ``[B, L, D]`` -> ``[B, L, D]``."""
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: ``[B, L, D]`` -> ``[B, L, D]``; with ``rows`` (boolean ``[B, L]``) only those positions, ``[S, D]``.
+
+        Every position still serves as a key and value; ``rows`` skips the projection, the
+        feed-forward and the norms elsewhere (a last layer whose other outputs nobody reads).
+        """
+        kept = x if rows is None else select_rows(x, rows)
         if self.norm_first:
-            x = x + self.dropout(self.attention(self.norm1(x), attention_mask))
-            return x + self.dropout(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.dropout(self.attention(x, attention_mask)))
-        return self.norm2(x + self.dropout(self.ffn(x)))
+            kept = kept + self.dropout(self.attention(self.norm1(x), attention_mask, rows))
+            return kept + self.dropout(self.ffn(self.norm2(kept)))
+        kept = self.norm1(kept + self.dropout(self.attention(x, attention_mask, rows)))
+        return self.norm2(kept + self.dropout(self.ffn(kept)))
 
 
 class TransformerEncoder(nn.Module):

@@ -1,0 +1,151 @@
+"""BERT for masked language modelling (Lab 2), on the course's shared post-LN encoder.
+
+    model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.get_vocab_size()))
+    logits = model(input_ids, attention_mask)            # [B, L, V]: every position (fill-mask, parity)
+    loss = model.mlm_loss(masked_ids, labels, attention_mask)  # the vocabulary head only where labels != -100
+
+The layout follows Devlin et al. (2019) and Hugging Face ``BertForMaskedLM`` weight for
+weight (a test copies the weights across and compares logits):
+
+* embeddings: token + position + segment, summed, then LayerNorm and dropout;
+* ``num_layers`` post-LN encoder blocks with fused-QKV SDPA attention and a padding mask;
+* MLM head: dense, GELU, LayerNorm, then a decoder whose weight *is* the token embedding
+  (tied) with its own bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils.masking import IGNORE_INDEX
+from course_utils.models.transformer import TransformerEncoder, init_weights
+
+
+@dataclass
+class BertConfig:
+    """Sizes of a BERT; the defaults are a small model that trains on a laptop CPU in minutes."""
+
+    vocab_size: int
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 64
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
+
+
+class BertEmbeddings(nn.Module):
+    """``token + position + segment`` embeddings, then LayerNorm and dropout: ``[B, L] -> [B, L, D]``."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.token = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        length = input_ids.shape[1]
+        if length > self.position.num_embeddings:
+            raise ValueError(f"input_ids has {length} positions, more than max_position_embeddings={self.position.num_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        positions = torch.arange(length, device=input_ids.device)  # [L], broadcast over the batch
+        summed = self.token(input_ids) + self.position(positions) + self.segment(token_type_ids)
+        return self.dropout(self.norm(summed))
+
+
+class MaskedLMHead(nn.Module):
+    """Dense, GELU, LayerNorm, then the vocabulary projection: ``[..., D] -> [..., V]``.
+
+    ``decoder.weight`` is replaced by the token-embedding matrix in ``BertForMaskedLM`` (tied);
+    ``decoder.bias`` stays the head's own.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.norm(F.gelu(self.dense(hidden))))
+
+
+class BertForMaskedLM(nn.Module):
+    """BERT encoder plus tied MLM head; see the module docstring for the two ways to call it."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = TransformerEncoder(
+            dim=config.hidden_size,
+            depth=config.num_layers,
+            num_heads=config.num_heads,
+            mlp_ratio=config.intermediate_size / config.hidden_size,
+            dropout=config.dropout,
+            norm_first=False,
+            layer_norm_eps=config.layer_norm_eps,
+        )
+        self.head = MaskedLMHead(config)
+        self.apply(lambda module: init_weights(module, std=config.initializer_range))
+        self.head.decoder.weight = self.embeddings.token.weight  # tied: one matrix reads and writes tokens
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Contextual token vectors: ``input_ids [B, L]`` -> ``[B, L, D]``."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Logits over the vocabulary at every position: ``[B, L]`` -> ``[B, L, V]``."""
+        return self.head(self.encode(input_ids, attention_mask, token_type_ids))
+
+    def mlm_loss(self, input_ids, labels, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Mean cross-entropy over the positions where ``labels != -100``, computed only there.
+
+        The vocabulary head, and the last layer's projection, feed-forward and norms, run at
+        the ~15% selected positions instead of all of them: the same loss as the full logits,
+        less work. With no selected position the loss is 0.
+        """
+        if labels.shape != input_ids.shape:
+            raise ValueError(f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {tuple(labels.shape)}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        selected = labels != IGNORE_INDEX  # [B, L]
+        hidden = self.embeddings(input_ids, token_type_ids)  # [B, L, D]
+        *first_blocks, last_block = self.encoder.blocks
+        for block in first_blocks:
+            hidden = block(hidden, attention_mask)
+        hidden = self.encoder.norm(last_block(hidden, attention_mask, rows=selected))  # [S, D]: nobody reads the rest
+        logits = self.head(hidden)  # [S, V], S = number of selected positions
+        if logits.shape[0] == 0:
+            return logits.sum()
+        return F.cross_entropy(logits.float(), labels[selected])
+
+    @torch.no_grad()
+    def attention_maps(self, input_ids, attention_mask=None, token_type_ids=None) -> list[torch.Tensor]:
+        """Attention weights of every layer: a list of ``num_layers`` tensors ``[B, H, L, L]``."""
+        return self.encoder.attention_maps(self.embeddings(input_ids, token_type_ids), attention_mask)

@@ -1,0 +1,186 @@
+"""Text (course_utils.text): the corpus, the tokenizer, and MLM metrics on selected positions only."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils.text import (
+    CAPITAL_TEMPLATES,
+    COUNTRIES,
+    SPECIAL_TOKENS,
+    encode_batch,
+    fact_probe_accuracy,
+    fill_mask,
+    load_text_file,
+    make_corpus,
+    masked_lm_metrics,
+    mlm_loss_fn,
+    train_tokenizer,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return make_corpus(3000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return train_tokenizer(corpus.train)
+
+
+class OracleModel(nn.Module):
+    """Knows the right answer at every position of one fixed batch: puts ``confidence`` on it."""
+
+    def __init__(self, answers: torch.Tensor, vocab_size: int, confidence: float = 0.9):
+        super().__init__()
+        self.answers, self.vocab_size, self.confidence = answers, vocab_size, confidence
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        other = (1 - self.confidence) / (self.vocab_size - 1)
+        probabilities = torch.full((*input_ids.shape, self.vocab_size), other)
+        probabilities.scatter_(-1, self.answers[: len(input_ids), :, None], self.confidence)
+        return probabilities.log()
+
+
+def test_same_seed_same_corpus_and_different_seed_different_corpus():
+    assert make_corpus(500, seed=3).train == make_corpus(500, seed=3).train
+    assert make_corpus(500, seed=3).train != make_corpus(500, seed=4).train
+
+
+def test_held_out_capital_phrasings_never_occur_in_training(corpus):
+    train = set(corpus.train)
+    for probe in corpus.probes:
+        assert probe.text.replace("[MASK]", probe.answer) not in train
+
+
+def test_every_capital_phrasing_is_trained_for_some_country(corpus):
+    train = set(corpus.train)
+    for template in CAPITAL_TEMPLATES:
+        assert any(template.format(country=c, city=city) in train for c, city, _ in COUNTRIES)
+
+
+def test_every_country_has_held_out_probes_and_seen_phrasings(corpus):
+    probed = {probe.country for probe in corpus.probes}
+    assert probed == {country for country, _, _ in COUNTRIES}
+    train_text = " ".join(corpus.train)
+    for country, city, _ in COUNTRIES:
+        assert f"{city} " in train_text and f" {country} " in train_text
+
+
+def test_heldout_sentences_are_disjoint_from_train(corpus):
+    assert corpus.heldout and not set(corpus.heldout) & set(corpus.train)
+
+
+def test_corpus_mixes_facts_clinical_notes_and_agreement(corpus):
+    text = "\n".join(corpus.train)
+    assert "the patient presented with" in text and "capital of" in text and " are sleeping" in text
+
+
+def test_bad_corpus_size_raises_value_error():
+    with pytest.raises(ValueError, match="num_sentences"):
+        make_corpus(0)
+
+
+def test_special_tokens_have_bert_ids(tokenizer):
+    assert [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+
+
+def test_every_probe_answer_is_a_single_token(corpus, tokenizer):
+    for probe in corpus.probes:
+        assert len(tokenizer.encode(probe.answer, add_special_tokens=False).ids) == 1, probe.answer
+
+
+def test_encode_batch_adds_cls_sep_pads_and_reports_word_ids(tokenizer):
+    batch = encode_batch(tokenizer, ["The patient presented with severe chest pain.", "Dogs bark."])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape == batch["word_ids"].shape
+    assert (ids[:, 0] == 2).all()
+    assert ids[1, mask[1].sum() - 1] == 3 and (ids[1][mask[1] == 0] == 0).all()
+    assert (batch["word_ids"][mask == 0] == -1).all() and batch["word_ids"][0, 0] == -1
+
+
+def test_encode_batch_rejects_a_bare_string(tokenizer):
+    with pytest.raises(ValueError, match="texts"):
+        encode_batch(tokenizer, "one sentence")
+
+
+def test_load_text_file_keeps_non_empty_lines(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first line\n\n  second line  \n", encoding="utf-8")
+    assert load_text_file(path) == ["first line", "second line"]
+    with pytest.raises(ValueError, match="path"):
+        load_text_file(tmp_path / "missing.txt")
+
+
+def test_metrics_score_only_the_selected_positions(corpus, tokenizer):
+    """An oracle right at every position with probability 0.9 scores accuracy 1 and perplexity 1/0.9
+    exactly, whatever the masks; counting unselected positions would change ``positions``."""
+    encoded = encode_batch(tokenizer, corpus.heldout[:64])
+    model = OracleModel(encoded["input_ids"], tokenizer.get_vocab_size())
+    metrics = masked_lm_metrics(model, encoded, tokenizer, batch_size=64, mlm_probability=0.5)
+    assert metrics["accuracy"] == 1.0
+    assert math.isclose(metrics["perplexity"], 1 / 0.9, rel_tol=1e-5)
+    real_tokens = int((encoded["attention_mask"].bool() & (encoded["input_ids"] > 4)).sum())
+    # about half of the eligible tokens are selected: 5-sigma binomial bounds
+    sigma = math.sqrt(real_tokens * 0.25)
+    assert abs(metrics["positions"] - 0.5 * real_tokens) < 5 * sigma
+
+
+def test_metrics_use_the_same_masks_for_the_same_seed(corpus, tokenizer):
+    encoded = encode_batch(tokenizer, corpus.heldout[:32])
+    model = OracleModel(encoded["input_ids"], tokenizer.get_vocab_size(), confidence=0.5)
+    assert masked_lm_metrics(model, encoded, tokenizer, seed=1) == masked_lm_metrics(model, encoded, tokenizer, seed=1)
+
+
+def test_a_uniform_model_has_perplexity_equal_to_the_vocabulary_size(corpus, tokenizer):
+    class Uniform(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(()))
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            return torch.zeros(*input_ids.shape, tokenizer.get_vocab_size())
+
+    metrics = masked_lm_metrics(Uniform(), encode_batch(tokenizer, corpus.heldout[:32]), tokenizer)
+    assert math.isclose(metrics["perplexity"], tokenizer.get_vocab_size(), rel_tol=1e-5)
+
+
+def test_fill_mask_and_probe_read_the_mask_position(corpus, tokenizer):
+    probe = corpus.probes[0]
+    answer_id = tokenizer.token_to_id(probe.answer)
+
+    class AlwaysAnswer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(()))
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            logits = torch.zeros(*input_ids.shape, tokenizer.get_vocab_size())
+            logits[..., answer_id] = torch.where(input_ids == 4, 10.0, -10.0)  # only at [MASK]
+            return logits
+
+    top = fill_mask(AlwaysAnswer(), tokenizer, probe.text, top_k=3)
+    assert top[0][0] == probe.answer and top[0][1] > 0.9 and len(top) == 3
+    same_answer = [p for p in corpus.probes if p.answer == probe.answer]
+    assert fact_probe_accuracy(AlwaysAnswer(), tokenizer, corpus.probes) == len(same_answer) / len(corpus.probes)
+
+
+def test_fill_mask_needs_exactly_one_mask(tokenizer):
+    with pytest.raises(ValueError, match="MASK"):
+        fill_mask(nn.Linear(1, 1), tokenizer, "no mask here")
+
+
+@pytest.mark.parametrize("strategy", ["token", "whole_word", "span"])
+def test_mlm_loss_fn_trains_with_every_lab1_strategy(corpus, tokenizer, strategy):
+    from course_utils.models import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32))
+    batch = encode_batch(tokenizer, corpus.train[:16])
+    loss = mlm_loss_fn(tokenizer, strategy=strategy, mlm_probability=0.5)(model, batch)
+    loss.backward()
+    assert loss.item() > 0 and model.embeddings.token.weight.grad is not None
