@@ -24,7 +24,7 @@ from torch import nn
 
 from course_utils.ehr import MASK_ID, MAX_AGE, PAD_ID, SPECIAL_TOKENS, STRUCTURAL_IDS
 from course_utils.masking import IGNORE_INDEX, mask_tokens
-from course_utils.models.transformer import TransformerEncoder, init_weights
+from course_utils.models.transformer import TransformerEncoder, init_weights, require_positive_ints
 
 EHR_SPECIAL_IDS = tuple(range(len(SPECIAL_TOKENS)))  # never selected for masking, never a random replacement
 
@@ -43,10 +43,7 @@ class BehrtConfig:
     dropout: float = 0.1
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "max_len", "max_age"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        require_positive_ints(self, "vocab_size", "hidden_size", "num_layers", "num_heads", "max_len", "max_age")
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(f"vocab_size={self.vocab_size} leaves no room for codes besides the {len(SPECIAL_TOKENS)} special tokens")
         if self.hidden_size % self.num_heads:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.masking import IGNORE_INDEX
-from course_utils.models.transformer import TransformerEncoder, init_weights
+from course_utils.models.transformer import TransformerEncoder, init_weights, require_positive_ints
 
 
 @dataclass
@@ -42,10 +42,10 @@ class BertConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        require_positive_ints(
+            self, "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+            "max_position_embeddings", "type_vocab_size",
+        )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:

@@ -19,6 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def require_positive_ints(config, *names: str) -> None:
+    """Raise ValueError naming the first field of ``config`` among ``names`` that is not a positive int."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """``[B, L]`` keep-mask (1 = real token) -> boolean ``[B, 1, 1, L]`` mask that SDPA broadcasts."""
     if attention_mask is None:
