@@ -247,23 +247,48 @@ def load_wikitext2(split: str = "train", min_chars: int = 20) -> list[str]:
 def train_tokenizer(texts: list[str], vocab_size: int = 1000, min_frequency: int = 2) -> Tokenizer:
     """A lower-casing WordPiece tokenizer trained on ``texts``; specials ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``.
 
-    Encodings come out as ``[CLS] tokens [SEP]`` (pairs as ``[CLS] a [SEP] b [SEP]``).
+    Encodings come out as ``[CLS] tokens [SEP]`` (pairs as ``[CLS] a [SEP] b [SEP]``). The same
+    ``texts`` always give the same vocabulary (see ``_continuing_pieces``).
     """
-    if not texts:
+    if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings")
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[*SPECIAL_TOKENS, *_continuing_pieces(texts, normalizer, pre_tokenizer)],
+        show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    learner = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    learner.normalizer, learner.pre_tokenizer = normalizer, pre_tokenizer
+    learner.train_from_iterator(texts, trainer=trainer)
+
+    # Rebuild from the learned vocabulary, so that only BERT's five specials are special tokens.
+    tokenizer = Tokenizer(models.WordPiece(learner.get_vocab(), unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return tokenizer
+
+
+def _continuing_pieces(texts: list[str], normalizer, pre_tokenizer) -> list[str]:
+    """``##c`` for every character ``c`` that follows another inside a word, sorted.
+
+    ``WordPieceTrainer`` adds these pieces to the vocabulary in hash-map order, which changes
+    from run to run, and merge ties then break differently: the same text gave a different
+    vocabulary each time (huggingface/tokenizers#1794). Handing them over as fixed tokens,
+    in sorted order, makes training deterministic.
+    """
+    characters = set()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            characters.update(word[1:])
+    return [f"##{character}" for character in sorted(characters)]
 
 
 def special_token_ids(tokenizer: Tokenizer) -> tuple[int, ...]:

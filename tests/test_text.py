@@ -89,6 +89,19 @@ def test_special_tokens_have_bert_ids(tokenizer):
     assert [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
 
 
+def test_training_the_tokenizer_twice_gives_the_same_vocabulary(corpus, tokenizer):
+    # Plain WordPieceTrainer gives a different vocabulary on most runs (huggingface/tokenizers#1794):
+    # with five trainings, a non-deterministic trainer would almost surely show two vocabularies.
+    vocabularies = [train_tokenizer(corpus.train).get_vocab() for _ in range(4)]
+    assert all(vocabulary == tokenizer.get_vocab() for vocabulary in vocabularies)
+
+
+def test_only_the_five_bert_specials_are_special(tokenizer):
+    special = [token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special]
+    assert sorted(special) == sorted(SPECIAL_TOKENS)
+    assert tokenizer.encode("chest", add_special_tokens=False).tokens == ["chest"]
+
+
 def test_every_probe_answer_is_a_single_token(corpus, tokenizer):
     for probe in corpus.probes:
         assert len(tokenizer.encode(probe.answer, add_special_tokens=False).ids) == 1, probe.answer

@@ -11,9 +11,9 @@ import torch
 from scipy.stats import binom
 
 from course_utils.masking import IGNORE_INDEX, mask_by_strategy
+from course_utils.text import SPECIAL_TOKENS, train_tokenizer
 from course_utils.viz import MARKERS, PALETTE
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 DEMO_CORPUS = (
     "Masked language models learn by filling in blanks. BERT hides fifteen percent of the tokens "
     "and predicts them from both sides of the sentence. The patient presented with severe chest pain "
@@ -65,17 +65,10 @@ def plot_speed(batch_sizes: Sequence[int], seconds: Mapping[str, Sequence[float]
 
 
 def demo_tokenizer(corpus: str = DEMO_CORPUS, vocab_size: int = 200):
-    """A tiny WordPiece tokenizer trained in memory on ``corpus``, with BERT's specials (ids 0-4) and
-    [CLS] ... [SEP] added around every text. Its small vocabulary splits most words into pieces."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator([corpus], trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    return tokenizer
+    """A tiny WordPiece tokenizer trained in memory on ``corpus`` (``course_utils.text.train_tokenizer``):
+    BERT's specials at ids 0-4, [CLS] ... [SEP] around every text, and a vocabulary small enough
+    to split most words into pieces."""
+    return train_tokenizer([corpus], vocab_size=vocab_size, min_frequency=0)
 
 
 def masked_html(original: Sequence[str], shown: Sequence[str], labels: Sequence[int], mask_token: str = "[MASK]") -> str:
