@@ -23,16 +23,27 @@ from course_utils.models import BertConfig, BertForMaskedLM
 
 H100_BF16_DENSE_PEAK = 989e12  # FLOP/s, NVIDIA H100 SXM datasheet (dense, no sparsity)
 
-CPU_CONFIG = dict(vocab_size=600, hidden_size=256, num_layers=2, num_heads=4, intermediate_size=1024, max_position_embeddings=64)
-BASE_CONFIG = dict(vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_position_embeddings=512)
+CPU_CONFIG = dict(
+    vocab_size=600, hidden_size=256, num_layers=2, num_heads=4, intermediate_size=1024, max_position_embeddings=64
+)
+BASE_CONFIG = dict(
+    vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_position_embeddings=512
+)
 
 
 def huggingface_twin(config: BertConfig) -> transformers.BertForMaskedLM:
     hf_config = transformers.BertConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=config.max_position_embeddings, layer_norm_eps=config.layer_norm_eps,
-        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout, attn_implementation="sdpa",
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act="gelu",
+        max_position_embeddings=config.max_position_embeddings,
+        layer_norm_eps=config.layer_norm_eps,
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout,
+        attn_implementation="sdpa",
     )
     return transformers.BertForMaskedLM(hf_config)
 
@@ -41,8 +52,9 @@ def make_batch(config: BertConfig, batch_size: int, length: int, device):
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(5, config.vocab_size, (batch_size, length), generator=generator)
     input_ids[:, 0], input_ids[:, -1] = 2, 3
-    masked, labels = mask_tokens(input_ids, mask_token_id=4, vocab_size=config.vocab_size,
-                                 special_token_ids=(0, 1, 2, 3, 4), generator=generator)
+    masked, labels = mask_tokens(
+        input_ids, mask_token_id=4, vocab_size=config.vocab_size, special_token_ids=(0, 1, 2, 3, 4), generator=generator
+    )
     attention_mask = torch.ones_like(input_ids)
     return masked.to(device), labels.to(device), attention_mask.to(device)
 
@@ -131,9 +143,11 @@ def main():
         tokens = batch_size * length
         for name, rate, head_fraction in (("course_utils", ours, 0.15), ("transformers", theirs, 1.0)):
             flops = training_flops_per_token(base, length, head_fraction) * tokens * rate
-            print(f"GPU {torch.cuda.get_device_name()}, BERT-base bf16, batch {batch_size} x {length}: {name:>12} "
-                  f"{rate:5.2f} steps/s, {rate * tokens:9.0f} tokens/s, {flops / 1e12:6.1f} TFLOP/s, "
-                  f"MFU {flops / H100_BF16_DENSE_PEAK:5.1%} of H100 bf16 peak")
+            print(
+                f"GPU {torch.cuda.get_device_name()}, BERT-base bf16, batch {batch_size} x {length}: {name:>12} "
+                f"{rate:5.2f} steps/s, {rate * tokens:9.0f} tokens/s, {flops / 1e12:6.1f} TFLOP/s, "
+                f"MFU {flops / H100_BF16_DENSE_PEAK:5.1%} of H100 bf16 peak"
+            )
         print(f"  ratio (ours / Hugging Face): {ours / theirs:.2f}x")
 
 

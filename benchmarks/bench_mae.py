@@ -67,7 +67,9 @@ def seconds(model, imgs, mask_tokens_in_encoder: bool) -> float:
 def compare(name: str, batch: int, repeats: int, device: torch.device) -> float:
     """Print one row; return the measured speedup as a fraction of the FLOP limit."""
     torch.manual_seed(0)
-    config = MAEConfig(image_size=224, patch_size=16, channels=3, **ENCODERS[name], **PAPER_DECODER, mask_tokens_in_encoder=True)
+    config = MAEConfig(
+        image_size=224, patch_size=16, channels=3, **ENCODERS[name], **PAPER_DECODER, mask_tokens_in_encoder=True
+    )
     model = MaskedAutoencoder(config).to(device).train()
     imgs = torch.rand(batch, 3, 224, 224, device=device)
     flops = {ablation: step_flops(model, imgs, ablation) for ablation in (False, True)}
@@ -100,8 +102,12 @@ def main() -> int:
     device = torch.device(args.device)
     batch = args.batch or (64 if device.type == "cuda" else 2)
     precision = "bf16 autocast" if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
-    print(f"MAE (encoder on visible patches) vs encoder w/ [M], mask ratio {MASK_RATIO}, decoder 8x512, {device} ({precision})")
-    print(f"{'shape':<6} {'batch':>5}  {'MAE s/step':>9}  {'w/ [M] s/step':>16}  {'speedup':>8}  {'FLOP limit':>10}  {'% of limit':>10}")
+    print(
+        f"MAE (encoder on visible patches) vs encoder w/ [M], mask ratio {MASK_RATIO}, decoder 8x512, {device} ({precision})"
+    )
+    print(
+        f"{'shape':<6} {'batch':>5}  {'MAE s/step':>9}  {'w/ [M] s/step':>16}  {'speedup':>8}  {'FLOP limit':>10}  {'% of limit':>10}"
+    )
     fractions = [compare(name, batch, args.repeats, device) for name in args.shapes]
     verdict = "meets" if min(fractions) >= 0.85 else "misses"
     print(f"lowest fraction of the FLOP limit: {min(fractions):.0%} ({verdict} the 85% target)")

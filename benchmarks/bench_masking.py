@@ -34,7 +34,11 @@ def local_tokenizer() -> PreTrainedTokenizerFast:
     vocab.update({f"word{i}": i for i in range(len(SPECIAL_TOKENS), VOCAB)})
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="[UNK]")),
-        pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
 
 
@@ -65,8 +69,11 @@ def main() -> None:
 
     maskers = {
         "course_utils mask_tokens": lambda batch: mask_tokens(
-            batch, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=range(len(SPECIAL_TOKENS))),
-        "HF, precomputed special_tokens_mask": lambda batch: collator.torch_mask_tokens(batch, special_tokens_mask=special_mask),
+            batch, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=range(len(SPECIAL_TOKENS))
+        ),
+        "HF, precomputed special_tokens_mask": lambda batch: collator.torch_mask_tokens(
+            batch, special_tokens_mask=special_mask
+        ),
         "HF, no special_tokens_mask": lambda batch: collator.torch_mask_tokens(batch),
         "seed loop": lambda batch: seed_create_masked_lm_batch(batch, MASK, vocab_size=VOCAB),
     }
@@ -82,8 +89,10 @@ def main() -> None:
 
     median = {name: statistics.median(times) for name, times in seconds.items()}
 
-    print(f"masking one {args.batch} x {args.seq} batch, vocabulary {VOCAB}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), median of {args.repeats} rounds")
+    print(
+        f"masking one {args.batch} x {args.seq} batch, vocabulary {VOCAB}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), median of {args.repeats} rounds"
+    )
     for name, value in median.items():
         print(f"  {name:<40} {value * 1e3:10.2f} ms")
     ours = median["course_utils mask_tokens"]

@@ -36,7 +36,9 @@ def get_device() -> torch.device:
         try:
             return torch.device(requested)
         except RuntimeError as error:
-            raise ValueError(f"COURSE_DEVICE={requested!r} is not a device; expected cpu, cuda, cuda:N or mps") from error
+            raise ValueError(
+                f"COURSE_DEVICE={requested!r} is not a device; expected cpu, cuda, cuda:N or mps"
+            ) from error
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

@@ -156,7 +156,9 @@ def grade_notebook(path: str | Path) -> GradeReport:
         shutil.copy(path, submitted / path.name)
         result = api.autograde(assignment, STUDENT, force=True, create=True)
         if not result["success"]:
-            raise GradingFailed(f"nbgrader autograde failed for {path}:\n{result.get('error') or result.get('log', '')}")
+            raise GradingFailed(
+                f"nbgrader autograde failed for {path}:\n{result.get('error') or result.get('log', '')}"
+            )
 
         graded = nbformat.read(root / "autograded" / STUDENT / assignment / path.name, as_version=4)
         messages = {

@@ -75,8 +75,9 @@ def _check_ids_in_vocab(input_ids: torch.Tensor, vocab_size: int) -> None:
             raise ValueError(f"vocab_size={vocab_size} does not cover the ids in input_ids (range {low}..{high})")
 
 
-def validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob,
-                          special_token_ids=()):
+def validate_masking_args(
+    input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob, special_token_ids=()
+):
     """Raise ValueError, naming the argument, for anything ``mask_tokens`` cannot honour."""
     _check_id_tensor("input_ids", input_ids)
     _check_probability("mlm_probability", mlm_probability)
@@ -114,8 +115,13 @@ def _replacement_ids(vocab_size: int, special_token_ids: tuple[int, ...], device
     return non_special_ids(vocab_size, special_token_ids, device)
 
 
-def select_positions(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def select_positions(
+    input_ids: torch.Tensor,
+    *,
+    special_token_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Select each non-special position with probability ``mlm_probability``: ``[B, L]`` -> bool ``[B, L]``.
 
     One draw ``u = torch.rand(input_ids.shape)`` per position; a position is selected when
@@ -130,8 +136,18 @@ def select_positions(input_ids: torch.Tensor, *, special_token_ids: Sequence[int
     return selected
 
 
-def _replace_selected(input_ids, positions, decision, *, mask_token_id, vocab_size, special_token_ids,
-                      mask_replace_prob, random_replace_prob, generator):
+def _replace_selected(
+    input_ids,
+    positions,
+    decision,
+    *,
+    mask_token_id,
+    vocab_size,
+    special_token_ids,
+    mask_replace_prob,
+    random_replace_prob,
+    generator,
+):
     """80-10-10 at the selected ``positions`` (``nonzero(as_tuple=True)`` of the selection, row-major),
     given one ``decision`` ~ U[0, 1) each ``[n]``: below ``mask_replace_prob`` -> [MASK], then up to
     ``mask_replace_prob + random_replace_prob`` -> a random non-special id, else kept. -> new ids ``[B, L]``.
@@ -149,9 +165,17 @@ def _replace_selected(input_ids, positions, decision, *, mask_token_id, vocab_si
     return masked_ids
 
 
-def apply_80_10_10(input_ids: torch.Tensor, selected: torch.Tensor, *, mask_token_id: int, vocab_size: int,
-                   special_token_ids: Sequence[int] = (), mask_replace_prob: float = 0.8,
-                   random_replace_prob: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+def apply_80_10_10(
+    input_ids: torch.Tensor,
+    selected: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: Sequence[int] = (),
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The 80-10-10 rule on the ``selected`` positions of ``input_ids`` ``[B, L]`` -> new ``masked_ids`` ``[B, L]``.
 
     The selected positions are taken in row-major order (``selected.nonzero()``). One draw each,
@@ -166,9 +190,15 @@ def apply_80_10_10(input_ids: torch.Tensor, selected: torch.Tensor, *, mask_toke
     positions = selected.nonzero(as_tuple=True)
     decision = torch.rand(positions[0].shape, device=input_ids.device, generator=generator)
     return _replace_selected(
-        input_ids, positions, decision, mask_token_id=mask_token_id, vocab_size=vocab_size,
-        special_token_ids=special_token_ids, mask_replace_prob=mask_replace_prob,
-        random_replace_prob=random_replace_prob, generator=generator,
+        input_ids,
+        positions,
+        decision,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        generator=generator,
     )
 
 
@@ -193,13 +223,21 @@ def mask_tokens(
     Exactly ``select_positions``, then ``apply_80_10_10``, then ``build_labels`` with the same
     ``generator`` (which must live on ``input_ids``' device); the same seed gives the same masks.
     """
-    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
-                          random_replace_prob, special_token_ids)
-    selected = select_positions(input_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability,
-                                generator=generator)
+    validate_masking_args(
+        input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob, special_token_ids
+    )
+    selected = select_positions(
+        input_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability, generator=generator
+    )
     masked_ids = apply_80_10_10(
-        input_ids, selected, mask_token_id=mask_token_id, vocab_size=vocab_size, special_token_ids=special_token_ids,
-        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, generator=generator,
+        input_ids,
+        selected,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        generator=generator,
     )
     return masked_ids, build_labels(input_ids, selected)
 
@@ -207,8 +245,14 @@ def mask_tokens(
 # --------------------------------------------------------------------------- whole words
 
 
-def select_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (),
-                       mlm_probability: float = 0.15, generator: torch.Generator | None = None) -> torch.Tensor:
+def select_whole_words(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor,
+    *,
+    special_token_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Select whole words with probability ``mlm_probability``: ``[B, L]`` -> bool ``[B, L]``.
 
     ``word_ids`` ``[B, L]`` numbers the words of each row (0, 1, 2, ...; -1 for tokens outside
@@ -218,7 +262,9 @@ def select_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, speci
     _check_id_tensor("input_ids", input_ids)
     _check_id_tensor("word_ids", word_ids)
     if word_ids.shape != input_ids.shape:
-        raise ValueError(f"word_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(word_ids.shape)}")
+        raise ValueError(
+            f"word_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(word_ids.shape)}"
+        )
     if word_ids.numel() and int(word_ids.min()) < -1:
         raise ValueError("word_ids must hold word numbers >= 0, or -1 for tokens outside any word")
     _check_probability("mlm_probability", mlm_probability)
@@ -229,22 +275,38 @@ def select_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, speci
     return (token_draws < mlm_probability) & (word_ids >= 0) & eligible_positions(input_ids, special_token_ids)
 
 
-def mask_whole_words(input_ids: torch.Tensor, word_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int,
-                     special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
-                     mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_whole_words(
+    input_ids: torch.Tensor,
+    word_ids: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-word masking (BERT, May 2019): ``select_whole_words``, then 80-10-10 per token, then labels.
 
     ``(input_ids [B, L], word_ids [B, L])`` -> ``(masked_ids [B, L], labels [B, L])``. As in
     BERT's release, each token of a selected word gets its own 80-10-10 decision.
     """
-    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
-                          random_replace_prob, special_token_ids)
-    selected = select_whole_words(input_ids, word_ids, special_token_ids=special_token_ids,
-                                  mlm_probability=mlm_probability, generator=generator)
+    validate_masking_args(
+        input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob, special_token_ids
+    )
+    selected = select_whole_words(
+        input_ids, word_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability, generator=generator
+    )
     masked_ids = apply_80_10_10(
-        input_ids, selected, mask_token_id=mask_token_id, vocab_size=vocab_size, special_token_ids=special_token_ids,
-        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, generator=generator,
+        input_ids,
+        selected,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        generator=generator,
     )
     return masked_ids, build_labels(input_ids, selected)
 
@@ -263,8 +325,14 @@ def span_length_probabilities(p: float = SPAN_P, max_length: int = MAX_SPAN_LENG
     return weights / weights.sum()
 
 
-def sample_span_lengths(shape, *, p: float = SPAN_P, max_length: int = MAX_SPAN_LENGTH,
-                        generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def sample_span_lengths(
+    shape,
+    *,
+    p: float = SPAN_P,
+    max_length: int = MAX_SPAN_LENGTH,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> torch.Tensor:
     """Span lengths in ``1..max_length`` drawn from ``span_length_probabilities``: a long tensor of ``shape``.
 
     One ``torch.multinomial(probabilities, numel, replacement=True)`` call, plus 1.
@@ -276,9 +344,15 @@ def sample_span_lengths(shape, *, p: float = SPAN_P, max_length: int = MAX_SPAN_
     return torch.multinomial(probabilities, count, replacement=True, generator=generator).view(shape) + 1
 
 
-def select_spans(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = (), mlm_probability: float = 0.15,
-                 span_p: float = SPAN_P, max_span_length: int = MAX_SPAN_LENGTH,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def select_spans(
+    input_ids: torch.Tensor,
+    *,
+    special_token_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    span_p: float = SPAN_P,
+    max_span_length: int = MAX_SPAN_LENGTH,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SpanBERT selection: ``[B, L]`` -> ``(selected bool [B, L], span_index long [B, L], -1 off the spans)``.
 
     Each row spends a budget of ``round(mlm_probability * n)`` of its ``n`` non-special tokens
@@ -297,7 +371,9 @@ def select_spans(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = 
     budget = torch.round(eligible_count * mlm_probability).long()  # [B] tokens to select
     spans = max(int(budget.max()) if batch else 0, 1)  # enough spans even if each had length 1
 
-    lengths = sample_span_lengths((batch, spans), p=span_p, max_length=max_span_length, generator=generator, device=device)
+    lengths = sample_span_lengths(
+        (batch, spans), p=span_p, max_length=max_span_length, generator=generator, device=device
+    )
     spent_before = lengths.cumsum(1) - lengths  # [B, S]
     lengths = torch.minimum(lengths, (budget[:, None] - spent_before).clamp(min=0))  # trim to the budget; unused -> 0
     span_count = (lengths > 0).sum(1)  # [B]
@@ -309,7 +385,9 @@ def select_spans(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = 
     noise = torch.rand((batch, seq), device=device, generator=generator).masked_fill(slot >= item_count[:, None], 2.0)
     is_span = noise.argsort(1).argsort(1) < span_count[:, None]  # [B, L] items
     span_of_item = (is_span.cumsum(1) - 1).clamp(min=0)  # [B, L]
-    item_length = torch.where(is_span, lengths.gather(1, span_of_item.clamp(max=spans - 1)), (slot < item_count[:, None]).long())
+    item_length = torch.where(
+        is_span, lengths.gather(1, span_of_item.clamp(max=spans - 1)), (slot < item_count[:, None]).long()
+    )
     item_start = item_length.cumsum(1) - item_length  # [B, L] in non-special coordinates
 
     # Spans as +1/-1 boundaries (coverage = running sum > 0) and their index, carried forward by cummax.
@@ -328,26 +406,48 @@ def select_spans(input_ids: torch.Tensor, *, special_token_ids: Sequence[int] = 
     return selected, span_index
 
 
-def mask_spans(input_ids: torch.Tensor, *, mask_token_id: int, vocab_size: int, special_token_ids: Sequence[int] = (),
-               mlm_probability: float = 0.15, mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
-               span_p: float = SPAN_P, max_span_length: int = MAX_SPAN_LENGTH,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_spans(
+    input_ids: torch.Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: Sequence[int] = (),
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    span_p: float = SPAN_P,
+    max_span_length: int = MAX_SPAN_LENGTH,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SpanBERT masking: ``select_spans``, then 80-10-10 decided once per span, then labels.
 
     ``[B, L]`` -> ``(masked_ids [B, L], labels [B, L])``. As in SpanBERT, a whole span becomes
     [MASK], or random tokens, or stays as it is.
     """
-    validate_masking_args(input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob,
-                          random_replace_prob, special_token_ids)
-    selected, span_index = select_spans(input_ids, special_token_ids=special_token_ids, mlm_probability=mlm_probability,
-                                        span_p=span_p, max_span_length=max_span_length, generator=generator)
+    validate_masking_args(
+        input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob, special_token_ids
+    )
+    selected, span_index = select_spans(
+        input_ids,
+        special_token_ids=special_token_ids,
+        mlm_probability=mlm_probability,
+        span_p=span_p,
+        max_span_length=max_span_length,
+        generator=generator,
+    )
     span_draws = torch.rand(input_ids.shape, device=input_ids.device, generator=generator)  # [B, at most L spans]
     positions = selected.nonzero(as_tuple=True)
     decision = span_draws[positions[0], span_index[positions]]  # one draw per span, shared by its tokens
     masked_ids = _replace_selected(
-        input_ids, positions, decision, mask_token_id=mask_token_id, vocab_size=vocab_size,
-        special_token_ids=special_token_ids, mask_replace_prob=mask_replace_prob,
-        random_replace_prob=random_replace_prob, generator=generator,
+        input_ids,
+        positions,
+        decision,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        special_token_ids=special_token_ids,
+        mask_replace_prob=mask_replace_prob,
+        random_replace_prob=random_replace_prob,
+        generator=generator,
     )
     return masked_ids, build_labels(input_ids, selected)
 
@@ -383,9 +483,20 @@ class MaskingCollator:
     ``input_ids``, ``attention_mask`` (1 = real token) and ``labels``, all ``[B, L]``.
     """
 
-    def __init__(self, *, mask_token_id: int, vocab_size: int, pad_token_id: int, special_token_ids: Sequence[int] = (),
-                 strategy: str = "token", mlm_probability: float = 0.15, mask_replace_prob: float = 0.8,
-                 random_replace_prob: float = 0.1, pad_to_multiple_of: int = 8, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        *,
+        mask_token_id: int,
+        vocab_size: int,
+        pad_token_id: int,
+        special_token_ids: Sequence[int] = (),
+        strategy: str = "token",
+        mlm_probability: float = 0.15,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        pad_to_multiple_of: int = 8,
+        generator: torch.Generator | None = None,
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
@@ -399,9 +510,12 @@ class MaskingCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
         self.generator = generator
         self.masking = dict(
-            mask_token_id=mask_token_id, vocab_size=vocab_size,
-            special_token_ids=tuple(sorted({*special_token_ids, pad_token_id})), mlm_probability=mlm_probability,
-            mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob,
+            mask_token_id=mask_token_id,
+            vocab_size=vocab_size,
+            special_token_ids=tuple(sorted({*special_token_ids, pad_token_id})),
+            mlm_probability=mlm_probability,
+            mask_replace_prob=mask_replace_prob,
+            random_replace_prob=random_replace_prob,
         )
 
     def _pad(self, sequences: list[torch.Tensor], value: int) -> torch.Tensor:
@@ -424,7 +538,9 @@ class MaskingCollator:
                 raise ValueError("strategy='whole_word' needs examples as dicts with 'word_ids'")
             words = [torch.tensor([-1 if w is None else w for w in e["word_ids"]], dtype=torch.long) for e in examples]
             word_ids = self._pad(words, -1)
-        masked_ids, labels = mask_by_strategy(self.strategy, input_ids, word_ids, generator=self.generator, **self.masking)
+        masked_ids, labels = mask_by_strategy(
+            self.strategy, input_ids, word_ids, generator=self.generator, **self.masking
+        )
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 
 

@@ -119,8 +119,20 @@ CLINICAL_TEMPLATES = (
 )
 
 # (singular, plural) nouns and (singular, plural) verb phrases for agreement.
-NOUNS = (("dog", "dogs"), ("cat", "cats"), ("child", "children"), ("doctor", "doctors"), ("teacher", "teachers"), ("bird", "birds"))
-VERBS = (("is sleeping", "are sleeping"), ("was running", "were running"), ("likes music", "like music"), ("has a ball", "have a ball"))
+NOUNS = (
+    ("dog", "dogs"),
+    ("cat", "cats"),
+    ("child", "children"),
+    ("doctor", "doctors"),
+    ("teacher", "teachers"),
+    ("bird", "birds"),
+)
+VERBS = (
+    ("is sleeping", "are sleeping"),
+    ("was running", "were running"),
+    ("likes music", "like music"),
+    ("has a ball", "have a ball"),
+)
 PLACES = ("house", "houses", "park", "trees", "river", "cars")
 AGREEMENT_TEMPLATES = ("the {noun} {verb} .", "the {noun} near the {place} {verb} .", "the {noun} that we saw {verb} .")
 
@@ -325,7 +337,12 @@ def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pi
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = torch.utils.data.StackDataset(**encoded)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed), pin_memory=pin_memory
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=pin_memory,
     )
 
 
@@ -359,8 +376,15 @@ def mlm_loss_fn(tokenizer: Tokenizer, strategy: str = "token", **masking_options
 
 
 @torch.no_grad()
-def masked_lm_metrics(model, encoded: dict[str, torch.Tensor], tokenizer: Tokenizer, strategy: str = "token",
-                      batch_size: int = 256, seed: int = 0, **masking_options) -> dict[str, float]:
+def masked_lm_metrics(
+    model,
+    encoded: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    strategy: str = "token",
+    batch_size: int = 256,
+    seed: int = 0,
+    **masking_options,
+) -> dict[str, float]:
     """Masked-token accuracy and perplexity on held-out text, over the selected positions only.
 
     ``encoded`` is ``encode_batch``'s output. The same ``seed`` draws the same masks, so two
@@ -375,7 +399,9 @@ def masked_lm_metrics(model, encoded: dict[str, torch.Tensor], tokenizer: Tokeni
     total_loss, correct, count = 0.0, 0, 0
     for start in range(0, len(encoded["input_ids"]), batch_size):
         rows = {key: value[start : start + batch_size] for key, value in encoded.items()}
-        masked_ids, labels = mask_by_strategy(strategy, rows["input_ids"], rows.get("word_ids"), generator=generator, **options)
+        masked_ids, labels = mask_by_strategy(
+            strategy, rows["input_ids"], rows.get("word_ids"), generator=generator, **options
+        )
         logits = model(masked_ids.to(device), rows["attention_mask"].to(device)).float()  # [B, L, V]
         selected = (labels != IGNORE_INDEX).to(device)  # [B, L]
         targets = labels.to(device)[selected]  # [S]

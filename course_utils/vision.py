@@ -46,7 +46,9 @@ def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.reshape(B, (H // p) * (W // p), p * p * C)
 
 
-def unpatchify(x: torch.Tensor, patch_size: int, channels: int, grid_size: tuple[int, int] | None = None) -> torch.Tensor:
+def unpatchify(
+    x: torch.Tensor, patch_size: int, channels: int, grid_size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """``[B, L, p*p*C] -> [B, C, H, W]``, the exact inverse of ``patchify``.
 
     ``grid_size`` is ``(H/p, W/p)``; by default the image is square, ``L`` a square number.
@@ -143,9 +145,7 @@ def photo(name: str) -> torch.Tensor:
     return to_float(getattr(skimage.data, name)()).as_subclass(torch.Tensor)
 
 
-def photo_crops(
-    count: int, image_size: int = 32, names: tuple[str, ...] = TRAIN_PHOTOS, seed: int = 0
-) -> torch.Tensor:
+def photo_crops(count: int, image_size: int = 32, names: tuple[str, ...] = TRAIN_PHOTOS, seed: int = 0) -> torch.Tensor:
     """``count`` random crops ``[count, 3, S, S]`` of the named photos (reproducible for a seed).
 
     Crops cover 1% to 10% of a photo and are flipped at random: small, natural image

@@ -28,11 +28,18 @@ def to_huggingface(model: BertForMaskedLM) -> "transformers.BertForMaskedLM":
     """The same network as a Hugging Face BertForMaskedLM, config built locally (no hub)."""
     c = model.config
     hf_config = transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads, intermediate_size=c.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps, pad_token_id=c.pad_token_id,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads,
+        intermediate_size=c.intermediate_size,
+        hidden_act="gelu",
+        max_position_embeddings=c.max_position_embeddings,
+        type_vocab_size=c.type_vocab_size,
+        layer_norm_eps=c.layer_norm_eps,
+        pad_token_id=c.pad_token_id,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     state = {
         "bert.embeddings.word_embeddings.weight": model.embeddings.token.weight,
@@ -54,8 +61,13 @@ def to_huggingface(model: BertForMaskedLM) -> "transformers.BertForMaskedLM":
         for name, weight, bias in zip(("query", "key", "value"), weights, biases):
             state[prefix + f"attention.self.{name}.weight"] = weight
             state[prefix + f"attention.self.{name}.bias"] = bias
-        pairs = (("attention.output.dense", block.attention.proj), ("attention.output.LayerNorm", block.norm1),
-                 ("intermediate.dense", block.ffn[0]), ("output.dense", block.ffn[2]), ("output.LayerNorm", block.norm2))
+        pairs = (
+            ("attention.output.dense", block.attention.proj),
+            ("attention.output.LayerNorm", block.norm1),
+            ("intermediate.dense", block.ffn[0]),
+            ("output.dense", block.ffn[2]),
+            ("output.LayerNorm", block.norm2),
+        )
         for name, module in pairs:
             state[prefix + name + ".weight"] = module.weight
             state[prefix + name + ".bias"] = module.bias
@@ -117,8 +129,14 @@ def test_mlm_loss_equals_cross_entropy_of_full_logits_at_selected_positions():
     model = perturbed_model()
     input_ids, attention_mask, token_type_ids = padded_batch()
     generator = torch.Generator().manual_seed(0)
-    masked, labels = mask_tokens(input_ids, mask_token_id=4, vocab_size=SMALL["vocab_size"],
-                                 special_token_ids=(0, 1, 2, 3, 4), mlm_probability=0.4, generator=generator)
+    masked, labels = mask_tokens(
+        input_ids,
+        mask_token_id=4,
+        vocab_size=SMALL["vocab_size"],
+        special_token_ids=(0, 1, 2, 3, 4),
+        mlm_probability=0.4,
+        generator=generator,
+    )
     assert (labels != -100).any()
     with torch.no_grad():
         fast = model.mlm_loss(masked, labels, attention_mask, token_type_ids)
@@ -198,7 +216,9 @@ def reference_attention(q, k, v, attention_mask=None):
 
 def reference_multi_head(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
     module = MultiHeadSelfAttention(x.shape[-1], num_heads)
-    module.load_state_dict({"qkv.weight": qkv_weight, "qkv.bias": qkv_bias, "proj.weight": proj_weight, "proj.bias": proj_bias})
+    module.load_state_dict(
+        {"qkv.weight": qkv_weight, "qkv.bias": qkv_bias, "proj.weight": proj_weight, "proj.bias": proj_bias}
+    )
     return module(x, attention_mask)
 
 
@@ -267,7 +287,9 @@ def test_head_check_names_a_missing_gelu_and_a_detached_embedding():
     with pytest.raises(Misconception, match="GELU"):
         checks.check_mlm_head(lambda h, dense, norm, weight, bias: F.linear(norm(dense(h)), weight, bias))
     with pytest.raises(Misconception, match="gradient"):
-        checks.check_mlm_head(lambda h, dense, norm, weight, bias: reference_head(h, dense, norm, weight.detach(), bias))
+        checks.check_mlm_head(
+            lambda h, dense, norm, weight, bias: reference_head(h, dense, norm, weight.detach(), bias)
+        )
 
 
 def test_embeddings_check_names_a_missing_segment_embedding():

@@ -42,7 +42,9 @@ def test_bad_course_device_names_the_variable(hardware, monkeypatch):
         dev.get_device()
 
 
-@pytest.mark.parametrize("cuda, ci, expected", [(False, None, "cpu"), (True, None, "gpu"), (True, "true", "ci"), (False, "1", "ci")])
+@pytest.mark.parametrize(
+    "cuda, ci, expected", [(False, None, "cpu"), (True, None, "gpu"), (True, "true", "ci"), (False, "1", "ci")]
+)
 def test_profile_is_detected_from_ci_and_hardware(hardware, monkeypatch, cuda, ci, expected):
     hardware(cuda=cuda)
     if ci:

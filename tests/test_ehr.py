@@ -67,7 +67,11 @@ def test_write_then_read_round_trip_preserves_every_event(dataset_root):
 
 
 def test_generator_is_deterministic_under_its_seed():
-    first, second, other = ehr.generate_cohort(40, seed=5), ehr.generate_cohort(40, seed=5), ehr.generate_cohort(40, seed=6)
+    first, second, other = (
+        ehr.generate_cohort(40, seed=5),
+        ehr.generate_cohort(40, seed=5),
+        ehr.generate_cohort(40, seed=6),
+    )
     assert all(a.equals(b) for a, b in zip(first, second))
     assert not first[0].equals(other[0])
 
@@ -108,13 +112,24 @@ def test_oracle_auroc_beats_the_bag_of_codes_baseline(tmp_path):
     root = ehr.write_meds_dataset(tmp_path, num_subjects=3000, seed=0)
     cohort = ehr.read_meds_dataset(root)
     labels = ehr.read_labels(root / "labels" / f"{ehr.TASK_NAME}.parquet")
-    oracle = dict(zip(*pq.read_table(root / "labels" / f"{ehr.TASK_NAME}_oracle.parquet").select(["subject_id", "probability"]).to_pydict().values()))
+    oracle = dict(
+        zip(
+            *pq.read_table(root / "labels" / f"{ehr.TASK_NAME}_oracle.parquet")
+            .select(["subject_id", "probability"])
+            .to_pydict()
+            .values()
+        )
+    )
     outcome = dict(zip(labels["subject_id"].to_pylist(), labels["boolean_value"].to_pylist()))
     ends = dict(zip(labels["subject_id"].to_pylist(), labels["prediction_time"].to_numpy()))
-    sequences = ehr.build_sequences(cohort.events, ehr.fit_value_bins(cohort.events_of(cohort.subjects("train"))), end_times=ends)
+    sequences = ehr.build_sequences(
+        cohort.events, ehr.fit_value_bins(cohort.events_of(cohort.subjects("train"))), end_times=ends
+    )
     train = [s for s in cohort.subjects("train") if s in sequences]
     test = [s for s in cohort.subjects("held_out") + cohort.subjects("tuning") if s in sequences]
-    model = make_pipeline(CountVectorizer(analyzer=lambda tokens: tokens), MaxAbsScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    model = make_pipeline(
+        CountVectorizer(analyzer=lambda tokens: tokens), MaxAbsScaler(), LogisticRegression(C=0.1, max_iter=2000)
+    )
     model.fit([sequences[s].tokens for s in train], [outcome[s] for s in train])
     y = [outcome[s] for s in test]
     baseline = roc_auc_score(y, model.predict_proba([sequences[s].tokens for s in test])[:, 1])
@@ -128,7 +143,9 @@ def test_labels_exclude_subjects_with_heart_failure_before_the_prediction_time(l
     first_hf = hf.group_by("subject_id").aggregate([("time", "min")])
     first = dict(zip(first_hf["subject_id"].to_pylist(), first_hf["time_min"].to_numpy()))
     for subject, when in zip(labels["subject_id"].to_pylist(), labels["prediction_time"].to_numpy()):
-        assert subject not in first or first[subject] > when, f"subject {subject} had heart failure before prediction time"
+        assert (
+            subject not in first or first[subject] > when
+        ), f"subject {subject} had heart failure before prediction time"
 
 
 # --- reading foreign or broken MEDS data -------------------------------------------------------
@@ -140,7 +157,12 @@ def write_shard(root, table):
 
 
 def test_reader_accepts_minimal_meds_without_numeric_values_or_splits(tmp_path):
-    write_shard(tmp_path, pa.table({"subject_id": pa.array([7, 7], pa.int64()), "time": times("2000-01-01", "2001-01-01"), "code": ["A", "B"]}))
+    write_shard(
+        tmp_path,
+        pa.table(
+            {"subject_id": pa.array([7, 7], pa.int64()), "time": times("2000-01-01", "2001-01-01"), "code": ["A", "B"]}
+        ),
+    )
     cohort = ehr.read_meds_dataset(tmp_path)
     assert cohort.events["numeric_value"].null_count == 2
     assert cohort.subjects("train") == [7]
@@ -148,9 +170,21 @@ def test_reader_accepts_minimal_meds_without_numeric_values_or_splits(tmp_path):
 
 def test_reader_casts_compatible_types(tmp_path):
     stamps = pa.array(times("2000-01-01", "2001-01-01").astype("datetime64[ns]"))
-    write_shard(tmp_path, pa.table({"subject_id": pa.array([3, 3], pa.int32()), "time": stamps, "code": ["A", "B"], "numeric_value": [1.5, None]}))
+    write_shard(
+        tmp_path,
+        pa.table(
+            {
+                "subject_id": pa.array([3, 3], pa.int32()),
+                "time": stamps,
+                "code": ["A", "B"],
+                "numeric_value": [1.5, None],
+            }
+        ),
+    )
     events = ehr.read_meds_dataset(tmp_path).events
-    assert events.schema.field("subject_id").type == pa.int64() and events.schema.field("time").type == pa.timestamp("us")
+    assert events.schema.field("subject_id").type == pa.int64() and events.schema.field("time").type == pa.timestamp(
+        "us"
+    )
     assert events["numeric_value"].type == pa.float32()
 
 
@@ -167,14 +201,29 @@ def test_uncastable_column_raises_error_naming_file_and_column(tmp_path):
 
 
 def test_null_codes_raise_error_naming_file_and_column(tmp_path):
-    write_shard(tmp_path, pa.table({"subject_id": pa.array([1, 1], pa.int64()), "time": times("2000-01-01", "2000-01-02"), "code": ["A", None]}))
+    write_shard(
+        tmp_path,
+        pa.table(
+            {"subject_id": pa.array([1, 1], pa.int64()), "time": times("2000-01-01", "2000-01-02"), "code": ["A", None]}
+        ),
+    )
     with pytest.raises(ValueError, match=r"0\.parquet.*code"):
         ehr.read_meds_dataset(tmp_path)
 
 
 def test_label_file_with_extra_column_raises_error(tmp_path):
     path = tmp_path / "labels.parquet"
-    pq.write_table(pa.table({"subject_id": pa.array([1], pa.int64()), "prediction_time": times("2000-01-01"), "boolean_value": [True], "risk": [0.3]}), path)
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": pa.array([1], pa.int64()),
+                "prediction_time": times("2000-01-01"),
+                "boolean_value": [True],
+                "risk": [0.3],
+            }
+        ),
+        path,
+    )
     with pytest.raises(ValueError, match="risk"):
         ehr.read_labels(path)
 
@@ -188,7 +237,9 @@ def test_empty_directory_raises_error(tmp_path):
 
 
 def test_patient_with_one_visit():
-    sequence = ehr.patient_sequence(times("1950-06-01", "2010-05-05T10:00", "2010-05-05T11:00"), ["MEDS_BIRTH", "A", "B"])
+    sequence = ehr.patient_sequence(
+        times("1950-06-01", "2010-05-05T10:00", "2010-05-05T11:00"), ["MEDS_BIRTH", "A", "B"]
+    )
     assert sequence.tokens == ["[CLS]", "A", "B", "[SEP]"]
     assert sequence.ages == [59] * 4 and sequence.visits == [0] * 4 and sequence.segments == [0] * 4
 
@@ -223,7 +274,11 @@ def test_unsorted_times_raise_error():
 def test_missing_numeric_values_keep_the_bare_code():
     bins = {"LAB": np.array([1.0, 2.0])}
     assert ehr.event_tokens(["LAB", "LAB", "LAB", "LAB", "DX"], np.array([0.5, np.nan, 1.5, 9.0, np.nan]), bins) == [
-        "LAB//Q1", "LAB", "LAB//Q2", "LAB//Q3", "DX"
+        "LAB//Q1",
+        "LAB",
+        "LAB//Q2",
+        "LAB//Q3",
+        "DX",
     ]
 
 
@@ -275,7 +330,12 @@ def toy_dataset(count=50, seed=0):
     for _ in range(count):
         length = int(rng.integers(1, 30))
         stamps = np.datetime64("2010-01-01", "us") + np.sort(rng.integers(0, 2000, length)) * np.timedelta64(1, "D")
-        sequences.append(ehr.patient_sequence(np.concatenate([times("1960-01-01"), stamps]), ["MEDS_BIRTH", *(f"C{c}" for c in rng.integers(0, 12, length))]))
+        sequences.append(
+            ehr.patient_sequence(
+                np.concatenate([times("1960-01-01"), stamps]),
+                ["MEDS_BIRTH", *(f"C{c}" for c in rng.integers(0, 12, length))],
+            )
+        )
     vocabulary = ehr.Vocabulary.fit(sequences)
     return ehr.EHRDataset(sequences, vocabulary, max_len=32, labels=[i % 2 for i in range(count)]), vocabulary
 
@@ -303,7 +363,9 @@ def test_masking_never_touches_structural_tokens():
     ids = batch["input_ids"]
     structural = torch.isin(ids, torch.tensor(ehr.STRUCTURAL_IDS))
     for seed in range(20):
-        masked, labels = mask_events(ids, len(vocabulary), mlm_probability=0.9, generator=torch.Generator().manual_seed(seed))
+        masked, labels = mask_events(
+            ids, len(vocabulary), mlm_probability=0.9, generator=torch.Generator().manual_seed(seed)
+        )
         assert (labels[structural] == IGNORE_INDEX).all()
         assert torch.equal(masked[structural], ids[structural])
         assert not torch.isin(masked[~structural], torch.tensor([ehr.PAD_ID, ehr.CLS_ID, ehr.SEP_ID, ehr.UNK_ID])).any()
@@ -314,7 +376,9 @@ def test_padding_does_not_change_the_patient_representation():
     dataset, vocabulary = toy_dataset()
     model = BehrtForOutcome(BehrtConfig(len(vocabulary), hidden_size=16, num_heads=2, max_len=64)).eval()
     alone = ehr.collate_ehr([dataset[0]])
-    padded = {key: torch.nn.functional.pad(value, (0, 10)) if value.dim() == 2 else value for key, value in alone.items()}
+    padded = {
+        key: torch.nn.functional.pad(value, (0, 10)) if value.dim() == 2 else value for key, value in alone.items()
+    }
     assert torch.allclose(model(alone), model(padded), atol=1e-5)
 
 

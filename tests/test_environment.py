@@ -32,7 +32,9 @@ def pins() -> dict[str, Version]:
 
 def test_environment_yml_names_the_same_dependencies_as_pyproject():
     ours, conda = pyproject_requirements(), conda_requirements()
-    assert set(conda) == set(ours), f"only in pyproject: {set(ours) - set(conda)}; only in environment.yml: {set(conda) - set(ours)}"
+    assert set(conda) == set(
+        ours
+    ), f"only in pyproject: {set(ours) - set(conda)}; only in environment.yml: {set(conda) - set(ours)}"
     for name, requirement in ours.items():
         assert conda[name].specifier == requirement.specifier, f"{name}: {conda[name]} vs {requirement}"
 
@@ -41,7 +43,9 @@ def test_constraints_pin_every_dependency_inside_its_range():
     pinned = pins()
     for name, requirement in pyproject_requirements().items():
         assert name in pinned, f"{name} has no exact pin in constraints.txt"
-        assert requirement.specifier.contains(pinned[name], prereleases=True), f"{name}=={pinned[name]} is outside {requirement}"
+        assert requirement.specifier.contains(
+            pinned[name], prereleases=True
+        ), f"{name}=={pinned[name]} is outside {requirement}"
 
 
 def test_reference_machine_pins_are_the_tested_torch_builds():

@@ -18,7 +18,9 @@ STUB = "raise NotImplementedError()"
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "course_utils", *args], capture_output=True, text=True, cwd=grading.REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "course_utils", *args], capture_output=True, text=True, cwd=grading.REPO
+    )
 
 
 def submission(tmp_path, edit) -> str:

@@ -7,7 +7,17 @@ from course_utils.models import MAEConfig, MaskedAutoencoder
 from course_utils.models.mae import masked_mse, normalized_patches
 from course_utils.vision import patchify, unpatchify
 
-SMALL = dict(image_size=8, patch_size=2, channels=3, dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_num_heads=2)
+SMALL = dict(
+    image_size=8,
+    patch_size=2,
+    channels=3,
+    dim=32,
+    depth=2,
+    num_heads=4,
+    decoder_dim=16,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
 
 
 def small_model(**overrides) -> MaskedAutoencoder:
@@ -138,7 +148,11 @@ def test_position_embeddings_are_fixed_buffers_with_a_zero_cls_row():
 
 @pytest.mark.parametrize(
     "overrides,argument",
-    [(dict(image_size=9), "patch_size"), (dict(dim=30), "dim"), (dict(decoder_dim=16, decoder_num_heads=3), "decoder_dim")],
+    [
+        (dict(image_size=9), "patch_size"),
+        (dict(dim=30), "dim"),
+        (dict(decoder_dim=16, decoder_num_heads=3), "decoder_dim"),
+    ],
 )
 def test_config_rejects_inconsistent_sizes(overrides, argument):
     with pytest.raises(ValueError, match=argument):

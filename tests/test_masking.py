@@ -49,7 +49,9 @@ def batch(rows=64, seq=128, vocab=VOCAB, real=100, seed=0):
 
 
 def masked(ids, seed=0, **overrides):
-    options = dict(mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(seed))
+    options = dict(
+        mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(seed)
+    )
     return mask_tokens(ids, **{**options, **overrides})
 
 
@@ -95,12 +97,19 @@ def test_custom_replacement_shares_are_honoured():
 def test_random_replacements_are_uniform_over_non_special_ids():
     vocab = 40
     ids = batch(rows=1024, vocab=vocab)
-    masked_ids, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=vocab, special_token_ids=SPECIALS,
-                                     mlm_probability=1.0, mask_replace_prob=0.0, random_replace_prob=1.0,
-                                     generator=torch.Generator().manual_seed(1))
+    masked_ids, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=vocab,
+        special_token_ids=SPECIALS,
+        mlm_probability=1.0,
+        mask_replace_prob=0.0,
+        random_replace_prob=1.0,
+        generator=torch.Generator().manual_seed(1),
+    )
     draws = masked_ids[labels != IGNORE_INDEX]
     assert not torch.isin(draws, torch.tensor(SPECIALS)).any(), "random token drawn from special ids"
-    counts = torch.bincount(draws, minlength=vocab)[len(SPECIALS):]
+    counts = torch.bincount(draws, minlength=vocab)[len(SPECIALS) :]
     # ~100k draws over 35 ids; chi-square against the uniform distribution, p-value threshold 1e-4.
     assert chisquare(counts.numpy()).pvalue > 1e-4
 
@@ -108,8 +117,16 @@ def test_random_replacements_are_uniform_over_non_special_ids():
 def test_random_replacements_avoid_specials_that_are_not_contiguous():
     specials = (0, 7, 19)
     ids = torch.full((64, 64), 3)
-    masked_ids, _ = mask_tokens(ids, mask_token_id=7, vocab_size=20, special_token_ids=specials, mlm_probability=1.0,
-                                mask_replace_prob=0.0, random_replace_prob=1.0, generator=torch.Generator().manual_seed(0))
+    masked_ids, _ = mask_tokens(
+        ids,
+        mask_token_id=7,
+        vocab_size=20,
+        special_token_ids=specials,
+        mlm_probability=1.0,
+        mask_replace_prob=0.0,
+        random_replace_prob=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not torch.isin(masked_ids, torch.tensor(specials)).any()
     assert set(masked_ids.unique().tolist()) == set(range(20)) - set(specials)
 
@@ -150,8 +167,9 @@ def test_mask_tokens_is_select_then_80_10_10_then_labels():
     ids = batch()
     generator = torch.Generator().manual_seed(5)
     selected = select_positions(ids, special_token_ids=SPECIALS, generator=generator)
-    expected = apply_80_10_10(ids, selected, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
-                              generator=generator)
+    expected = apply_80_10_10(
+        ids, selected, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, generator=generator
+    )
     masked_ids, labels = masked(ids, seed=5)
     assert torch.equal(masked_ids, expected)
     assert torch.equal(labels, build_labels(ids, selected))
@@ -185,8 +203,13 @@ def test_empty_batch_is_fine():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_masks_on_the_device_of_the_input():
     ids = batch().cuda()
-    masked_ids, labels = mask_tokens(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
-                                     generator=torch.Generator("cuda").manual_seed(0))
+    masked_ids, labels = mask_tokens(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        special_token_ids=SPECIALS,
+        generator=torch.Generator("cuda").manual_seed(0),
+    )
     assert masked_ids.device == labels.device == ids.device
     assert (labels[ids < len(SPECIALS)] == IGNORE_INDEX).all()
 
@@ -209,7 +232,9 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("argument, bad", BAD_ARGUMENTS, ids=[f"{name}:{list(bad.values())[0]!r}"[:40] for name, bad in BAD_ARGUMENTS])
+@pytest.mark.parametrize(
+    "argument, bad", BAD_ARGUMENTS, ids=[f"{name}:{list(bad.values())[0]!r}"[:40] for name, bad in BAD_ARGUMENTS]
+)
 def test_bad_input_raises_value_error_naming_the_argument(argument, bad):
     options = dict(input_ids=batch(rows=2), mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS)
     options.update(bad)
@@ -229,19 +254,27 @@ def test_special_ids_covering_the_vocabulary_raise():
 def word_numbering(rows=256, seq=128, real=100, word_length=3):
     """Words of ``word_length`` tokens after [CLS]; -1 on [CLS], [SEP] and padding. ``[rows, seq]``."""
     word_ids = (torch.arange(seq) - 1).div(word_length, rounding_mode="floor").expand(rows, seq).clone()
-    word_ids[:, 0], word_ids[:, real - 1:] = -1, -1
+    word_ids[:, 0], word_ids[:, real - 1 :] = -1, -1
     return word_ids
 
 
 def test_whole_word_masking_selects_all_tokens_of_a_word_together():
     ids, word_ids = batch(rows=256), word_numbering()
-    _, labels = mask_whole_words(ids, word_ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
-                                 generator=torch.Generator().manual_seed(0))
+    _, labels = mask_whole_words(
+        ids,
+        word_ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        special_token_ids=SPECIALS,
+        generator=torch.Generator().manual_seed(0),
+    )
     selected = (labels != IGNORE_INDEX).float()
     words = word_ids.clamp(min=0) + 1000 * torch.arange(256)[:, None]  # one number per (row, word)
     in_word = word_ids >= 0
     per_word = torch.zeros(1000 * 256).scatter_reduce(0, words[in_word], selected[in_word], "amin", include_self=False)
-    per_word_any = torch.zeros(1000 * 256).scatter_reduce(0, words[in_word], selected[in_word], "amax", include_self=False)
+    per_word_any = torch.zeros(1000 * 256).scatter_reduce(
+        0, words[in_word], selected[in_word], "amax", include_self=False
+    )
     assert torch.equal(per_word, per_word_any), "a word was only partly selected"
     assert (labels[word_ids < 0] == IGNORE_INDEX).all()
 
@@ -261,7 +294,9 @@ def test_whole_word_masking_never_selects_special_tokens():
     assert not selected[torch.isin(ids, torch.tensor(SPECIALS))].any()
 
 
-@pytest.mark.parametrize("word_ids", [torch.zeros(3, 3, dtype=torch.long), torch.full((64, 128), -2), torch.zeros(64, 128)])
+@pytest.mark.parametrize(
+    "word_ids", [torch.zeros(3, 3, dtype=torch.long), torch.full((64, 128), -2), torch.zeros(64, 128)]
+)
 def test_bad_word_ids_raise_value_error(word_ids):
     with pytest.raises(ValueError, match="word_ids"):
         select_whole_words(batch(), word_ids)
@@ -305,8 +340,13 @@ def test_spans_are_contiguous_and_their_lengths_follow_the_distribution():
 
 def test_span_masking_overall_rate_is_15_percent():
     ids = batch(rows=256)
-    _, labels = mask_spans(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
-                           generator=torch.Generator().manual_seed(0))
+    _, labels = mask_spans(
+        ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        special_token_ids=SPECIALS,
+        generator=torch.Generator().manual_seed(0),
+    )
     rate = (labels != IGNORE_INDEX).sum() / (ids >= len(SPECIALS)).sum()
     assert abs(rate - 0.15) < 0.005  # only rounding of each row's 98 * 0.15 = 14.7 -> 15 moves it
 
@@ -314,10 +354,12 @@ def test_span_masking_overall_rate_is_15_percent():
 def test_span_masking_replaces_whole_spans_alike():
     ids = batch(rows=256)
     generator = torch.Generator().manual_seed(4)
-    masked_ids, labels = mask_spans(ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS,
-                                    mlm_probability=0.3, generator=generator)
-    selected, span_index = select_spans(ids, special_token_ids=SPECIALS, mlm_probability=0.3,
-                                        generator=torch.Generator().manual_seed(4))
+    masked_ids, labels = mask_spans(
+        ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, mlm_probability=0.3, generator=generator
+    )
+    selected, span_index = select_spans(
+        ids, special_token_ids=SPECIALS, mlm_probability=0.3, generator=torch.Generator().manual_seed(4)
+    )
     assert torch.equal(labels != IGNORE_INDEX, selected), "labels and selection use the same draws"
     is_mask = (masked_ids == MASK).float()
     for row in range(32):
@@ -328,16 +370,23 @@ def test_span_masking_replaces_whole_spans_alike():
     assert within_sigmas(int((masked_ids[selected] == MASK).sum()), n, 0.8, sigmas=20)  # spans move together: wider
 
 
-@pytest.mark.parametrize("argument, call", [
-    ("input_ids", lambda: select_spans(torch.ones(4, dtype=torch.long))),
-    ("mlm_probability", lambda: mask_spans(batch(), mask_token_id=MASK, vocab_size=VOCAB, mlm_probability=1.5)),
-    ("p", lambda: sample_span_lengths((3,), p=0.0)),
-    ("max_length", lambda: sample_span_lengths((3,), max_length=0)),
-    ("mask_replace_prob", lambda: mask_whole_words(batch(), word_numbering(rows=64), mask_token_id=MASK, vocab_size=VOCAB,
-                                                   mask_replace_prob=-1.0)),
-    ("strategy", lambda: mask_by_strategy("words", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
-    ("word_ids", lambda: mask_by_strategy("whole_word", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
-])
+@pytest.mark.parametrize(
+    "argument, call",
+    [
+        ("input_ids", lambda: select_spans(torch.ones(4, dtype=torch.long))),
+        ("mlm_probability", lambda: mask_spans(batch(), mask_token_id=MASK, vocab_size=VOCAB, mlm_probability=1.5)),
+        ("p", lambda: sample_span_lengths((3,), p=0.0)),
+        ("max_length", lambda: sample_span_lengths((3,), max_length=0)),
+        (
+            "mask_replace_prob",
+            lambda: mask_whole_words(
+                batch(), word_numbering(rows=64), mask_token_id=MASK, vocab_size=VOCAB, mask_replace_prob=-1.0
+            ),
+        ),
+        ("strategy", lambda: mask_by_strategy("words", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
+        ("word_ids", lambda: mask_by_strategy("whole_word", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
+    ],
+)
 def test_span_and_whole_word_maskers_reject_bad_arguments(argument, call):
     with pytest.raises(ValueError, match=argument):
         call()
@@ -347,8 +396,18 @@ def test_span_and_whole_word_maskers_reject_bad_arguments(argument, call):
 
 
 def collator(**overrides):
-    return MaskingCollator(**{**dict(mask_token_id=MASK, vocab_size=VOCAB, pad_token_id=PAD, special_token_ids=SPECIALS,
-                                      generator=torch.Generator().manual_seed(0)), **overrides})
+    return MaskingCollator(
+        **{
+            **dict(
+                mask_token_id=MASK,
+                vocab_size=VOCAB,
+                pad_token_id=PAD,
+                special_token_ids=SPECIALS,
+                generator=torch.Generator().manual_seed(0),
+            ),
+            **overrides,
+        }
+    )
 
 
 SEQUENCES = [[CLS, *range(10, 10 + n), SEP] for n in (5, 17, 30)]
@@ -386,8 +445,15 @@ def test_collator_works_as_a_dataloader_collate_fn():
     assert shapes == [0, 0, 0]
 
 
-@pytest.mark.parametrize("argument, bad", [("strategy", dict(strategy="words")), ("pad_to_multiple_of", dict(pad_to_multiple_of=0)),
-                                           ("pad_token_id", dict(pad_token_id=-1)), ("mlm_probability", dict(mlm_probability=2.0))])
+@pytest.mark.parametrize(
+    "argument, bad",
+    [
+        ("strategy", dict(strategy="words")),
+        ("pad_to_multiple_of", dict(pad_to_multiple_of=0)),
+        ("pad_token_id", dict(pad_token_id=-1)),
+        ("mlm_probability", dict(mlm_probability=2.0)),
+    ],
+)
 def test_collator_rejects_bad_settings(argument, bad):
     with pytest.raises(ValueError, match=argument):
         collator(**bad)
@@ -432,15 +498,23 @@ def test_solution_notebook_agrees_with_the_reference(notebook_functions):
         return function(*args, **kwargs, generator=torch.Generator().manual_seed(11))
 
     selected = same_draws(select_positions, ids, special_token_ids=SPECIALS, mlm_probability=0.3)
-    assert torch.equal(same_draws(nb["select_positions"], ids, special_token_ids=SPECIALS, mlm_probability=0.3), selected)
+    assert torch.equal(
+        same_draws(nb["select_positions"], ids, special_token_ids=SPECIALS, mlm_probability=0.3), selected
+    )
     replacement = dict(mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS)
-    assert torch.equal(same_draws(nb["apply_80_10_10"], ids, selected, **replacement),
-                       same_draws(apply_80_10_10, ids, selected, **replacement))
+    assert torch.equal(
+        same_draws(nb["apply_80_10_10"], ids, selected, **replacement),
+        same_draws(apply_80_10_10, ids, selected, **replacement),
+    )
     assert torch.equal(nb["build_labels"](ids, selected), build_labels(ids, selected))
-    assert torch.equal(same_draws(nb["select_whole_words"], ids, word_ids, special_token_ids=SPECIALS),
-                       same_draws(select_whole_words, ids, word_ids, special_token_ids=SPECIALS))
-    assert torch.equal(same_draws(nb["sample_span_lengths"], (50, 7), p=0.3, max_length=6),
-                       same_draws(sample_span_lengths, (50, 7), p=0.3, max_length=6))
+    assert torch.equal(
+        same_draws(nb["select_whole_words"], ids, word_ids, special_token_ids=SPECIALS),
+        same_draws(select_whole_words, ids, word_ids, special_token_ids=SPECIALS),
+    )
+    assert torch.equal(
+        same_draws(nb["sample_span_lengths"], (50, 7), p=0.3, max_length=6),
+        same_draws(sample_span_lengths, (50, 7), p=0.3, max_length=6),
+    )
 
 
 # --------------------------------------------------------------------------- pictures
@@ -449,7 +523,9 @@ def test_solution_notebook_agrees_with_the_reference(notebook_functions):
 def test_viewer_html_colours_mask_random_and_kept_tokens():
     from course_utils.viz.masking import STATUS_COLOURS, masked_html
 
-    page = masked_html(["[CLS]", "the", "cat", "sat", "down"], ["[CLS]", "[MASK]", "dog", "sat", "down"], [-100, 5, 6, 7, -100])
+    page = masked_html(
+        ["[CLS]", "the", "cat", "sat", "down"], ["[CLS]", "[MASK]", "dog", "sat", "down"], [-100, 5, 6, 7, -100]
+    )
     assert page.count(STATUS_COLOURS["mask"]) == 2 and page.count(STATUS_COLOURS["random"]) == 2  # token + legend
     assert page.count(STATUS_COLOURS["kept"]) == 2 and "<s>cat</s>" in page
 
@@ -464,7 +540,9 @@ def test_masking_viewer_redraws_for_every_strategy(strategy):
     strategy_buttons.value = strategy
     probability.value = 1.0
     tokens = view.value.split("<div>selected as")[0]
-    assert tokens.count("background") == tokens.count("<span") - 2, "with p = 1 every token but [CLS] and [SEP] is coloured"
+    assert (
+        tokens.count("background") == tokens.count("<span") - 2
+    ), "with p = 1 every token but [CLS] and [SEP] is coloured"
     probability.value = 0.0
     assert "background" not in view.value.split("<div>selected as")[0]
 

@@ -35,7 +35,9 @@ def graded(path: Path) -> grading.GradeReport:
 def test_solution_notebook_executes_cleanly(path):
     notebook = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     print(f"{path.name} ran in {time.perf_counter() - start:.1f} s")
     errors = [cell for cell in notebook.cells if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
     assert not errors, f"{path.name}: cells raised errors: {[c.get('id') for c in errors]}"
@@ -47,7 +49,7 @@ def test_solution_notebook_earns_full_marks(path):
     report = graded(path)
     assert report.cells, f"{path.name} has no graded cells"
     failed = [f"{cell.cell_id}: {cell.message}" for cell in report.cells if cell.score != cell.max_score]
-    assert not failed, f"the solution lost points:\n" + "\n".join(failed)
+    assert not failed, "the solution lost points:\n" + "\n".join(failed)
     assert report.score == report.max_score > 0
 
 
@@ -66,7 +68,9 @@ def test_release_is_in_sync_with_solutions():
     assert not stale, f"notebooks/ is stale; run `make release`: {stale}"
 
 
-@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS + RELEASED_NOTEBOOKS, ids=lambda p: str(p.relative_to(grading.REPO)))
+@pytest.mark.parametrize(
+    "path", SOLUTION_NOTEBOOKS + RELEASED_NOTEBOOKS, ids=lambda p: str(p.relative_to(grading.REPO))
+)
 def test_committed_notebook_is_clean_and_valid(path):
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)

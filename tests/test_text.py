@@ -192,7 +192,11 @@ def test_mlm_loss_fn_trains_with_every_lab1_strategy(corpus, tokenizer, strategy
     from course_utils.models import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32))
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32
+        )
+    )
     batch = encode_batch(tokenizer, corpus.train[:16])
     loss = mlm_loss_fn(tokenizer, strategy=strategy, mlm_probability=0.5)(model, batch)
     loss.backward()

@@ -25,7 +25,9 @@ def mse(model, batch):
 def test_fit_learns_a_linear_map():
     torch.manual_seed(0)
     model = nn.Linear(2, 1)
-    history = fit(model, regression_batches(), mse, TrainConfig(steps=300, lr=0.1, live_plot=False), torch.device("cpu"))
+    history = fit(
+        model, regression_batches(), mse, TrainConfig(steps=300, lr=0.1, live_plot=False), torch.device("cpu")
+    )
     assert len(history.losses) == 300
     assert history.losses[-1] < 0.01 * history.losses[0]
     assert not model.training, "fit leaves the model in eval mode"
@@ -97,7 +99,10 @@ def test_empty_batches_are_an_error():
         fit(nn.Linear(2, 1), [], mse, TrainConfig(steps=2, live_plot=False), torch.device("cpu"))
 
 
-@pytest.mark.parametrize("kwargs, name", [({"steps": 0}, "steps"), ({"steps": 5, "lr": 0}, "lr"), ({"steps": 5, "warmup_steps": 9}, "warmup_steps")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"steps": 0}, "steps"), ({"steps": 5, "lr": 0}, "lr"), ({"steps": 5, "warmup_steps": 9}, "warmup_steps")],
+)
 def test_bad_config_names_the_field(kwargs, name):
     with pytest.raises(ValueError, match=name):
         TrainConfig(**kwargs)

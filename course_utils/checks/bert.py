@@ -38,16 +38,33 @@ def _attention_variants(q, k, v, attention_mask) -> dict[str, torch.Tensor]:
     scores = q @ k.transpose(-2, -1)  # [B, H, L, L]
     inf = float("-inf")
     return {
-        "you forgot the 1/sqrt(d) scale: divide the scores q @ k^T by sqrt(head_dim) before the softmax":
-            scores.masked_fill(~keys, inf).softmax(-1) @ v,
-        "padding keys still get attention: the mask must hide the *columns* (keys), not the rows (queries)":
-            (scores * scale).masked_fill(~queries, inf).softmax(-1).nan_to_num(0.0) @ v,
-        "the padding mask is not applied: padded keys still get attention":
-            (scores * scale).softmax(-1) @ v,
-        "softmax over the wrong axis: normalise over the keys (dim=-1), so each query's weights sum to 1":
-            (scores * scale).masked_fill(~keys, inf).softmax(-2).nan_to_num(0.0) @ v,
-        "you filled masked scores with 0, which still leaves exp(0) = 1 of weight: fill with -inf (float('-inf'))":
-            (scores * scale).masked_fill(~keys, 0.0).softmax(-1) @ v,
+        "you forgot the 1/sqrt(d) scale: divide the scores q @ k^T by sqrt(head_dim) before the softmax": scores.masked_fill(
+            ~keys, inf
+        ).softmax(
+            -1
+        )
+        @ v,
+        "padding keys still get attention: the mask must hide the *columns* (keys), not the rows (queries)": (
+            scores * scale
+        )
+        .masked_fill(~queries, inf)
+        .softmax(-1)
+        .nan_to_num(0.0)
+        @ v,
+        "the padding mask is not applied: padded keys still get attention": (scores * scale).softmax(-1) @ v,
+        "softmax over the wrong axis: normalise over the keys (dim=-1), so each query's weights sum to 1": (
+            scores * scale
+        )
+        .masked_fill(~keys, inf)
+        .softmax(-2)
+        .nan_to_num(0.0)
+        @ v,
+        "you filled masked scores with 0, which still leaves exp(0) = 1 of weight: fill with -inf (float('-inf'))": (
+            scores * scale
+        )
+        .masked_fill(~keys, 0.0)
+        .softmax(-1)
+        @ v,
     }
 
 
@@ -59,13 +76,22 @@ def check_attention(attention) -> None:
 
     out = expect_input_untouched(attention, q, k, v, None)
     expect_tensor(out, "attention(q, k, v, None)", shape=q.shape)
-    _first_match(out, {m: w for m, w in _attention_variants(q, k, v, torch.ones(2, 6)).items() if "1/sqrt" in m or "axis" in m})
-    expect_close(out, F.scaled_dot_product_attention(q, k, v), "without a mask your attention differs from softmax(q k^T / sqrt(d)) v")
+    _first_match(
+        out, {m: w for m, w in _attention_variants(q, k, v, torch.ones(2, 6)).items() if "1/sqrt" in m or "axis" in m}
+    )
+    expect_close(
+        out,
+        F.scaled_dot_product_attention(q, k, v),
+        "without a mask your attention differs from softmax(q k^T / sqrt(d)) v",
+    )
     passed("unmasked attention matches F.scaled_dot_product_attention")
 
     out = expect_input_untouched(attention, q, k, v, attention_mask)
     expect_tensor(out, "attention(q, k, v, attention_mask)", shape=q.shape)
-    expect(not torch.isnan(out).any(), "NaN in the output: a softmax row had only -inf scores; mask the keys (last axis), never whole query rows")
+    expect(
+        not torch.isnan(out).any(),
+        "NaN in the output: a softmax row had only -inf scores; mask the keys (last axis), never whole query rows",
+    )
     _first_match(out, _attention_variants(q, k, v, attention_mask))
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(attention_mask))
     expect_close(out, reference, "with a padding mask your attention differs from F.scaled_dot_product_attention")
@@ -92,13 +118,22 @@ def check_multi_head_self_attention(multi_head_self_attention) -> None:
         before_projection = F.linear(expected, torch.linalg.pinv(reference.proj.weight.double()).float()) - F.linear(
             reference.proj.bias, torch.linalg.pinv(reference.proj.weight.double()).float()
         )
-        _first_match(out, {
-            "you forgot the output projection (proj_weight, proj_bias) after merging the heads": before_projection,
-            "the padding mask is not passed to attention: padded keys still get attention": reference(x),
-            "all heads act as one: split D into num_heads heads of size D/num_heads before attention": one_head(x, attention_mask),
-        })
-        expect_close(out, expected, "heads split or merged in the wrong order",
-                     hint="qkv -> view(B, L, 3, H, D/H) -> permute(2, 0, 3, 1, 4); merge with transpose(1, 2).flatten(2)")
+        _first_match(
+            out,
+            {
+                "you forgot the output projection (proj_weight, proj_bias) after merging the heads": before_projection,
+                "the padding mask is not passed to attention: padded keys still get attention": reference(x),
+                "all heads act as one: split D into num_heads heads of size D/num_heads before attention": one_head(
+                    x, attention_mask
+                ),
+            },
+        )
+        expect_close(
+            out,
+            expected,
+            "heads split or merged in the wrong order",
+            hint="qkv -> view(B, L, 3, H, D/H) -> permute(2, 0, 3, 1, 4); merge with transpose(1, 2).flatten(2)",
+        )
     passed("matches course_utils MultiHeadSelfAttention with the same weights, padding mask included")
 
 
@@ -121,19 +156,30 @@ def check_bert_embeddings(bert_embeddings) -> None:
     input_ids = torch.tensor([[2, 7, 8, 3, 9, 3], [2, 11, 3, 12, 3, 0]])
     token_type_ids = torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 0]])
     positions = torch.arange(6)
-    token, position, segment = embeddings.token(input_ids), embeddings.position(positions), embeddings.segment(token_type_ids)
+    token, position, segment = (
+        embeddings.token(input_ids),
+        embeddings.position(positions),
+        embeddings.segment(token_type_ids),
+    )
     norm = embeddings.norm
 
     with torch.no_grad():
         out = expect_input_untouched(bert_embeddings, input_ids, token_type_ids, *parts, nn.Dropout(0.0))
         expect_tensor(out, "bert_embeddings(...)", shape=(2, 6, 12))
-        _first_match(out, {
-            "you left out the segment (token type) embedding": norm(token + position),
-            "you left out the position embedding: without it attention cannot tell word order": norm(token + segment),
-            "you forgot the LayerNorm after the sum": token + position + segment,
-            "normalise the *sum*, not each embedding separately": norm(token) + norm(position) + norm(segment),
-        })
-        expect_close(out, norm(token + position + segment), "your embeddings differ from LayerNorm(token + position + segment)")
+        _first_match(
+            out,
+            {
+                "you left out the segment (token type) embedding": norm(token + position),
+                "you left out the position embedding: without it attention cannot tell word order": norm(
+                    token + segment
+                ),
+                "you forgot the LayerNorm after the sum": token + position + segment,
+                "normalise the *sum*, not each embedding separately": norm(token) + norm(position) + norm(segment),
+            },
+        )
+        expect_close(
+            out, norm(token + position + segment), "your embeddings differ from LayerNorm(token + position + segment)"
+        )
     passed("LayerNorm(token + position + segment) for a batch with two segments")
 
     dropout = nn.Dropout(0.5).train()
@@ -164,11 +210,17 @@ def check_masked_lm_loss(masked_lm_loss) -> None:
     expect_tensor(loss, "masked_lm_loss(...)", shape=())
     selected = labels != IGNORE_INDEX
     per_position = F.cross_entropy(logits[selected], labels[selected], reduction="none")
-    _first_match(loss, {
-        "you averaged over all B*L positions: divide by the number of selected positions only": per_position.sum() / labels.numel(),
-        "you summed the losses: take the mean over the selected positions": per_position.sum(),
-        "label 0 is a real token; only -100 marks a position without a target": per_position[labels[selected] != 0].mean(),
-    })
+    _first_match(
+        loss,
+        {
+            "you averaged over all B*L positions: divide by the number of selected positions only": per_position.sum()
+            / labels.numel(),
+            "you summed the losses: take the mean over the selected positions": per_position.sum(),
+            "label 0 is a real token; only -100 marks a position without a target": per_position[
+                labels[selected] != 0
+            ].mean(),
+        },
+    )
     expect_close(loss, per_position.mean(), "your loss differs from the mean cross-entropy over the selected positions")
     passed("mean cross-entropy over the 3 selected positions of a [2, 5, 7] batch")
 
@@ -192,17 +244,28 @@ def check_mlm_head(mlm_head) -> None:
     expect_tensor(logits, "mlm_head(...)", shape=(2, 3, 11))
     with torch.no_grad():
         dense = head.dense(hidden)
-        _first_match(logits, {
-            "you forgot the GELU between the dense layer and the LayerNorm": F.linear(head.norm(dense), embedding.weight, head.decoder.bias),
-            "you forgot the LayerNorm before the vocabulary projection": F.linear(F.gelu(dense), embedding.weight, head.decoder.bias),
-            "the order is dense -> GELU -> LayerNorm, not LayerNorm before GELU": F.linear(F.gelu(head.norm(dense)), embedding.weight, head.decoder.bias),
-            "you forgot the head's own bias": F.linear(head.norm(F.gelu(dense)), embedding.weight),
-        })
+        _first_match(
+            logits,
+            {
+                "you forgot the GELU between the dense layer and the LayerNorm": F.linear(
+                    head.norm(dense), embedding.weight, head.decoder.bias
+                ),
+                "you forgot the LayerNorm before the vocabulary projection": F.linear(
+                    F.gelu(dense), embedding.weight, head.decoder.bias
+                ),
+                "the order is dense -> GELU -> LayerNorm, not LayerNorm before GELU": F.linear(
+                    F.gelu(head.norm(dense)), embedding.weight, head.decoder.bias
+                ),
+                "you forgot the head's own bias": F.linear(head.norm(F.gelu(dense)), embedding.weight),
+            },
+        )
         expect_close(logits, head(hidden), "your logits differ from LayerNorm(GELU(dense(h))) @ E^T + bias")
     passed("dense -> GELU -> LayerNorm -> tied decoder with its own bias")
 
     embedding.weight.grad = None
     mlm_head(*arguments).sum().backward()
-    expect(embedding.weight.grad is not None and embedding.weight.grad.abs().sum() > 0,
-           "no gradient reached the token embedding: multiply by token_embedding_weight itself (not a copy or .detach())")
+    expect(
+        embedding.weight.grad is not None and embedding.weight.grad.abs().sum() > 0,
+        "no gradient reached the token embedding: multiply by token_embedding_weight itself (not a copy or .detach())",
+    )
     passed("the gradient flows into the tied token-embedding matrix")

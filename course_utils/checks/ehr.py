@@ -17,10 +17,26 @@ from course_utils.models.behrt import BehrtConfig, BehrtEmbedding, outcome_head_
 def example_patient() -> tuple[np.ndarray, list[str]]:
     """A static sex row, a birth, a visit with two same-time diagnoses and a lab, then two one-event visits."""
     times = np.array(
-        ["NaT", "1960-03-01T00:00", "2015-06-01T09:00", "2015-06-01T09:00", "2015-06-01T10:00", "2016-01-10T08:30", "2017-03-05T14:00"],
+        [
+            "NaT",
+            "1960-03-01T00:00",
+            "2015-06-01T09:00",
+            "2015-06-01T09:00",
+            "2015-06-01T10:00",
+            "2016-01-10T08:30",
+            "2017-03-05T14:00",
+        ],
         dtype="datetime64[us]",
     )
-    tokens = ["GENDER//F", "MEDS_BIRTH", "ICD10CM//E11.9", "ICD10CM//I10", "LOINC//4548-4//Q3", "ATC//A10BA02", "LOINC//2160-0"]
+    tokens = [
+        "GENDER//F",
+        "MEDS_BIRTH",
+        "ICD10CM//E11.9",
+        "ICD10CM//I10",
+        "LOINC//4548-4//Q3",
+        "ATC//A10BA02",
+        "LOINC//2160-0",
+    ]
     return times, tokens
 
 
@@ -31,9 +47,15 @@ def check_patient_sequence(patient_sequence_fn) -> None:
     expected = patient_sequence(times, tokens)
     expect(len(result) == 4, "return four lists: tokens, ages, visits, segments (an EHRSequence)")
     got_tokens, ages, visits, segments = (list(part) for part in result)
-    expect(all(len(part) == len(got_tokens) for part in (ages, visits, segments)), "tokens, ages, visits and segments must have one entry per token")
+    expect(
+        all(len(part) == len(got_tokens) for part in (ages, visits, segments)),
+        "tokens, ages, visits and segments must have one entry per token",
+    )
     expect(got_tokens[:1] == ["[CLS]"], "your sequence does not start with [CLS]")
-    expect("MEDS_BIRTH" not in got_tokens, "MEDS_BIRTH appears as a token: it only sets the ages, it is not an event of the timeline")
+    expect(
+        "MEDS_BIRTH" not in got_tokens,
+        "MEDS_BIRTH appears as a token: it only sets the ages, it is not an event of the timeline",
+    )
     seps = got_tokens.count("[SEP]")
     expect(seps != 6, "you put [SEP] after every event; it goes after every *visit*")
     expect(seps != 2 or got_tokens[-1] == "[SEP]", "the last visit needs its closing [SEP] too")
@@ -42,15 +64,25 @@ def check_patient_sequence(patient_sequence_fn) -> None:
         "you split one visit (events an hour apart, or the static row) into separate visits",
         "a new visit starts only where the gap to the previous dated event exceeds visit_gap; static rows join the first visit",
     )
-    expect(got_tokens.index("GENDER//F") < got_tokens.index("[SEP]"), "static events (time NaT) belong to the first visit")
+    expect(
+        got_tokens.index("GENDER//F") < got_tokens.index("[SEP]"), "static events (time NaT) belong to the first visit"
+    )
     expect(got_tokens == expected.tokens, f"tokens differ: expected {expected.tokens}, got {got_tokens}")
     passed("[CLS], visits and [SEP] in the right places")
     expect(max(ages) < 200, "ages look like days: count whole years, (time - birth) / 365.25 days")
     expect(ages[1] != 0, "ages must be counted from MEDS_BIRTH, not from the patient's first event")
-    expect(ages == expected.ages, f"ages differ: expected {expected.ages}, got {ages}", "[CLS] takes the first event's age; [SEP] the age of its visit")
+    expect(
+        ages == expected.ages,
+        f"ages differ: expected {expected.ages}, got {ages}",
+        "[CLS] takes the first event's age; [SEP] the age of its visit",
+    )
     passed("ages in whole years since birth")
     expect(visits[0] == 0 and visits[1] == 0, "number visits from 0: [CLS] and the first visit share index 0")
-    expect(visits == expected.visits, f"visit indices differ: expected {expected.visits}, got {visits}", "[SEP] belongs to the visit it closes")
+    expect(
+        visits == expected.visits,
+        f"visit indices differ: expected {expected.visits}, got {visits}",
+        "[SEP] belongs to the visit it closes",
+    )
     expect(segments != visits, "segments are not the visit index: they alternate 0, 1, 0, 1 (visit % 2)")
     expect(segments == expected.segments, f"segments differ: expected {expected.segments}, got {segments}")
     passed("visit indices and alternating segments")
@@ -59,7 +91,10 @@ def check_patient_sequence(patient_sequence_fn) -> None:
 def compare_patient_sequence(patient_sequence_fn, times: np.ndarray, tokens: list[str]) -> None:
     """The student's sequence equals the reference on one patient (for hidden tests)."""
     got, expected = patient_sequence_fn(times.copy(), list(tokens)), patient_sequence(times, tokens)
-    expect(tuple(list(part) for part in got) == tuple(expected), f"your sequence differs from the reference for tokens {tokens}")
+    expect(
+        tuple(list(part) for part in got) == tuple(expected),
+        f"your sequence differs from the reference for tokens {tokens}",
+    )
 
 
 def _embedding(seed: int = 0, dropout: float = 0.0) -> tuple[BehrtEmbedding, dict[str, torch.Tensor]]:
@@ -80,7 +115,9 @@ def check_embed_events(embed_events) -> None:
     """Exercise 2: code + age + visit + segment, summed, then LayerNorm and dropout."""
     module, batch = _embedding()
     module.eval()
-    out = expect_input_untouched(embed_events, module, batch["input_ids"], batch["ages"], batch["visits"], batch["segments"])
+    out = expect_input_untouched(
+        embed_events, module, batch["input_ids"], batch["ages"], batch["visits"], batch["segments"]
+    )
     expect(isinstance(out, torch.Tensor), f"return a tensor [B, L, D], got {type(out).__name__}")
     expect(tuple(out.shape) != (2, 6, 64), "you concatenated the four embeddings; BEHRT sums them (the width stays D)")
     expect_tensor(out, "the embedding", shape=(2, 6, 16))
@@ -92,12 +129,25 @@ def check_embed_events(embed_events) -> None:
     }
     total = sum(parts.values())
     with torch.no_grad():
-        expect(not torch.allclose(out, total, atol=1e-5), "you returned the raw sum: apply module.norm (LayerNorm) and module.dropout")
+        expect(
+            not torch.allclose(out, total, atol=1e-5),
+            "you returned the raw sum: apply module.norm (LayerNorm) and module.dropout",
+        )
         for name, part in parts.items():
-            expect(not torch.allclose(out, module.norm(total - part), atol=1e-5), f"the {name} embedding is missing from the sum")
+            expect(
+                not torch.allclose(out, module.norm(total - part), atol=1e-5),
+                f"the {name} embedding is missing from the sum",
+            )
         per_term = sum(module.norm(part) for part in parts.values())
-        expect(not torch.allclose(out, per_term, atol=1e-5), "you normalised each embedding separately; LayerNorm goes once, after the sum")
-    expect_close(out, module(batch["input_ids"], batch["ages"], batch["visits"], batch["segments"]), "your embedding differs from LayerNorm(code + age + visit + segment)")
+        expect(
+            not torch.allclose(out, per_term, atol=1e-5),
+            "you normalised each embedding separately; LayerNorm goes once, after the sum",
+        )
+    expect_close(
+        out,
+        module(batch["input_ids"], batch["ages"], batch["visits"], batch["segments"]),
+        "your embedding differs from LayerNorm(code + age + visit + segment)",
+    )
     passed("LayerNorm(code + age + visit + segment)")
     module, batch = _embedding(dropout=0.5)
     module.train()
@@ -128,17 +178,35 @@ def check_mask_events(mask_events) -> None:
     expect_tensor(masked, "masked_ids", shape=ids.shape, dtype=ids.dtype)
     expect_tensor(labels, "labels", shape=ids.shape)
     selected = labels != IGNORE_INDEX
-    expect(not selected[ids == PAD_ID].any(), "you selected a [PAD] position: padding is not an event", "pass every special id to the masker")
-    expect(not selected[ids == CLS_ID].any(), "you selected the [CLS] position: it summarises the patient, it is not an event")
-    expect(not selected[ids == SEP_ID].any(), "you selected a [SEP] position: visit boundaries are structure, not events")
+    expect(
+        not selected[ids == PAD_ID].any(),
+        "you selected a [PAD] position: padding is not an event",
+        "pass every special id to the masker",
+    )
+    expect(
+        not selected[ids == CLS_ID].any(),
+        "you selected the [CLS] position: it summarises the patient, it is not an event",
+    )
+    expect(
+        not selected[ids == SEP_ID].any(), "you selected a [SEP] position: visit boundaries are structure, not events"
+    )
     expect(selected[~structural].all(), "with mlm_probability=1 every code position must be selected")
-    expect(torch.equal(labels[selected], ids[selected]), "labels must hold the original id at selected positions (-100 elsewhere)")
-    expect(torch.equal(masked[structural], ids[structural]), "structural tokens changed in masked_ids: leave [PAD], [CLS] and [SEP] as they are")
+    expect(
+        torch.equal(labels[selected], ids[selected]),
+        "labels must hold the original id at selected positions (-100 elsewhere)",
+    )
+    expect(
+        torch.equal(masked[structural], ids[structural]),
+        "structural tokens changed in masked_ids: leave [PAD], [CLS] and [SEP] as they are",
+    )
     passed("[PAD], [CLS] and [SEP] are never selected")
     replaced = selected & (masked != MASK_ID) & (masked != ids)
     expect(replaced.any(), "no random replacements at all: 10% of selected events become a random code")
     drawn = masked[replaced]
-    expect(not torch.isin(drawn, torch.tensor([PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID])).any(), "a random replacement drew a special token: draw only real codes (ids >= 5)")
+    expect(
+        not torch.isin(drawn, torch.tensor([PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID])).any(),
+        "a random replacement drew a special token: draw only real codes (ids >= 5)",
+    )
     passed("random replacements are real codes")
     # Selection rate: n eligible positions, p = 0.15; 5-sigma binomial bounds.
     big = _structural_batch(rows=400, length=60, vocab_size=vocab_size, seed=1)
@@ -146,11 +214,18 @@ def check_mask_events(mask_events) -> None:
     _, labels = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(1))
     rate = (labels != IGNORE_INDEX).sum().item() / eligible
     bound = 5 * math.sqrt(0.15 * 0.85 / eligible)
-    expect(abs(rate - 0.15) < bound, f"selected {rate:.3f} of the events, expected 0.15 +- {bound:.3f}", "the rate is over events, not over all positions")
+    expect(
+        abs(rate - 0.15) < bound,
+        f"selected {rate:.3f} of the events, expected 0.15 +- {bound:.3f}",
+        "the rate is over events, not over all positions",
+    )
     passed(f"selection rate {rate:.3f} of events (expected 0.15)")
     first = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(7))
     second = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(7))
-    expect(torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]), "the same generator seed must give the same masks: pass generator to every random call")
+    expect(
+        torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]),
+        "the same generator seed must give the same masks: pass generator to every random call",
+    )
     passed("reproducible under a seeded generator")
 
 
@@ -164,11 +239,17 @@ def check_outcome_head_loss(outcome_head_loss_fn) -> None:
     expect_tensor(logits, "logits", shape=(5,))
     expect(loss.dim() == 0, f"the loss must be a scalar (the mean over patients), got shape {tuple(loss.shape)}")
     loss.backward()
-    expect(hidden.grad[:, 1:].abs().sum() == 0, "you pooled over positions other than [CLS]: the head reads hidden[:, 0] only")
+    expect(
+        hidden.grad[:, 1:].abs().sum() == 0,
+        "you pooled over positions other than [CLS]: the head reads hidden[:, 0] only",
+    )
     expect(hidden.grad[:, 0].abs().sum() > 0, "the loss does not depend on the [CLS] state hidden[:, 0]")
     expected_loss, expected_logits = outcome_head_loss(hidden.detach(), head, labels)
     double = nn.functional.binary_cross_entropy_with_logits(torch.sigmoid(expected_logits), labels.float())
-    expect(not torch.isclose(loss.detach(), double, atol=1e-6), "you applied a sigmoid before binary_cross_entropy_with_logits: it takes raw logits")
+    expect(
+        not torch.isclose(loss.detach(), double, atol=1e-6),
+        "you applied a sigmoid before binary_cross_entropy_with_logits: it takes raw logits",
+    )
     expect_close(logits, expected_logits, "your logits differ from head(hidden[:, 0])")
     expect_close(loss, expected_loss, "your loss differs from binary cross-entropy on the logits")
     passed("head(hidden[:, 0]) and binary cross-entropy")
@@ -180,6 +261,12 @@ def check_outcome_head_loss(outcome_head_loss_fn) -> None:
         sure.weight[0, 0] = 1.0
         sure.bias.zero_()
         loss, _ = outcome_head_loss_fn(confident, sure, torch.tensor([0, 1]))
-    expect(torch.isfinite(loss), "the loss is inf/nan for confident wrong logits: log(sigmoid(x)) underflows; use binary_cross_entropy_with_logits")
-    expect(abs(loss.item() - 200.0) < 1e-3, f"confidently wrong logits of +-200 should cost 200 each, got {loss.item():.3f}")
+    expect(
+        torch.isfinite(loss),
+        "the loss is inf/nan for confident wrong logits: log(sigmoid(x)) underflows; use binary_cross_entropy_with_logits",
+    )
+    expect(
+        abs(loss.item() - 200.0) < 1e-3,
+        f"confidently wrong logits of +-200 should cost 200 each, got {loss.item():.3f}",
+    )
     passed("numerically stable for confident logits")

@@ -16,7 +16,17 @@ def _same(a, b) -> bool:
 
 def _small_model(seed: int = 0, **overrides) -> MaskedAutoencoder:
     torch.manual_seed(seed)
-    sizes = dict(image_size=8, patch_size=2, channels=3, dim=32, depth=1, num_heads=4, decoder_dim=16, decoder_depth=1, decoder_num_heads=2)
+    sizes = dict(
+        image_size=8,
+        patch_size=2,
+        channels=3,
+        dim=32,
+        depth=1,
+        num_heads=4,
+        decoder_dim=16,
+        decoder_depth=1,
+        decoder_num_heads=2,
+    )
     return MaskedAutoencoder(MAEConfig(**{**sizes, **overrides})).eval()
 
 
@@ -42,10 +52,15 @@ def check_patchify(patchify) -> None:
             not _same(out, grid.permute(0, 2, 4, 5, 3, 1).reshape(B, h * w, -1)),
             "unpatchify order transposed: p (row in patch) and q (column in patch) are swapped",
         )
-        expect_close(out, expected, "patches differ from MAE's patchify", hint="reshape to [B, C, h, p, w, p], then permute")
+        expect_close(
+            out, expected, "patches differ from MAE's patchify", hint="reshape to [B, C, h, p, w, p], then permute"
+        )
     passed("patchify: row-major patches, (p, q, c) pixel order")
     single = patchify(torch.arange(16.0).reshape(1, 1, 4, 4), 2)
-    expect(single[0, 1].tolist() == [2.0, 3.0, 6.0, 7.0], f"patch 1 of a 4x4 ramp should be [2, 3, 6, 7], got {single[0, 1].tolist()}")
+    expect(
+        single[0, 1].tolist() == [2.0, 3.0, 6.0, 7.0],
+        f"patch 1 of a 4x4 ramp should be [2, 3, 6, 7], got {single[0, 1].tolist()}",
+    )
     passed("patch 1 of a 4x4 image is its top-right 2x2 block")
 
 
@@ -61,10 +76,14 @@ def check_unpatchify(unpatchify) -> None:
             "unpatchify order transposed: your image is the original flipped along its diagonal",
             "the grid of patches is [h, w] (rows first), and inside a patch [p, q] (rows first)",
         )
-        expect_close(out, imgs, "unpatchify(patchify(imgs)) is not imgs", hint="undo each step of patchify in reverse order")
+        expect_close(
+            out, imgs, "unpatchify(patchify(imgs)) is not imgs", hint="undo each step of patchify in reverse order"
+        )
     passed("unpatchify(patchify(imgs)) == imgs for colour images")
     grey = torch.rand(1, 1, 12, 12)
-    expect_close(unpatchify(vision.patchify(grey, 4), 4, 1), grey, "the round trip fails for 1 channel and patch size 4")
+    expect_close(
+        unpatchify(vision.patchify(grey, 4), 4, 1), grey, "the round trip fails for 1 channel and patch size 4"
+    )
     passed("round trip for one channel and a different patch size")
 
 
@@ -85,17 +104,26 @@ def check_random_masking(random_masking) -> None:
         "forgot to unshuffle the mask: it must be in the original patch order",
         "build it in shuffled order (zeros first), then gather with ids_restore",
     )
-    expect(not _same(ids_restore, ids_shuffle), "forgot to unshuffle: ids_restore is argsort(ids_shuffle), not ids_shuffle")
+    expect(
+        not _same(ids_restore, ids_shuffle), "forgot to unshuffle: ids_restore is argsort(ids_shuffle), not ids_shuffle"
+    )
     expect(
         not _same(mask, (ref_restore < 12).float()),
         "you kept the patches with the highest noise; keep the lowest (the first ones after argsort)",
     )
-    expect_close(mask, ref_mask, "mask differs from the reference for the same noise", hint="noise = torch.rand(B, L, generator=generator)")
+    expect_close(
+        mask,
+        ref_mask,
+        "mask differs from the reference for the same noise",
+        hint="noise = torch.rand(B, L, generator=generator)",
+    )
     expect(_same(ids_restore, ref_restore), "ids_restore differs from argsort(argsort(noise))")
     expect_close(visible, ref_visible, "x_visible is not x gathered at the kept indices, in shuffled order")
     passed("mask (1 = removed), ids_restore and x_visible match the reference")
     _, mask_half, _ = random_masking(torch.randn(2, 10, 3), 0.5, torch.Generator().manual_seed(1))
-    expect(torch.all(mask_half.sum(dim=1) == 5), "with L = 10 and mask_ratio = 0.5, keep int(L * (1 - 0.5)) = 5 patches")
+    expect(
+        torch.all(mask_half.sum(dim=1) == 5), "with L = 10 and mask_ratio = 0.5, keep int(L * (1 - 0.5)) = 5 patches"
+    )
     passed("keeps int(L * (1 - mask_ratio)) patches")
 
 
@@ -106,15 +134,25 @@ def check_encode_visible(encode_visible) -> None:
         latent, mask, ids_restore = encode_visible(model, imgs, 0.75, torch.Generator().manual_seed(0))
         ref_latent, ref_mask, _ = model.forward_encoder(imgs, 0.75, torch.Generator().manual_seed(0))
         expect_tensor(latent, "latent")
-        expect(latent.shape[1] != 1 + 16, "the encoder saw all patches; MAE's encoder sees only the visible ones (and cls)")
+        expect(
+            latent.shape[1] != 1 + 16, "the encoder saw all patches; MAE's encoder sees only the visible ones (and cls)"
+        )
         expect(latent.shape[1] != 4, "forgot the cls token: prepend model.cls_token (plus its position, row 0)")
         expect_tensor(latent, "latent", shape=(2, 5, 32))
-        expect(_same(mask, ref_mask), "mask differs: call random_masking(x, mask_ratio, generator) once, on the embedded patches")
+        expect(
+            _same(mask, ref_mask),
+            "mask differs: call random_masking(x, mask_ratio, generator) once, on the embedded patches",
+        )
         if not _same(latent, ref_latent):
-            x, _, _ = vision.random_masking(model.patch_embed(vision.patchify(imgs, 2)), 0.75, torch.Generator().manual_seed(0))
+            x, _, _ = vision.random_masking(
+                model.patch_embed(vision.patchify(imgs, 2)), 0.75, torch.Generator().manual_seed(0)
+            )
             cls = model.cls_token.expand(2, -1, -1)
             no_positions = model.encoder(torch.cat([cls, x], dim=1))
-            expect(not _same(latent, no_positions), "forgot the position embeddings: add model.pos_embed[:, 1:] before masking")
+            expect(
+                not _same(latent, no_positions),
+                "forgot the position embeddings: add model.pos_embed[:, 1:] before masking",
+            )
             late = model.encoder(torch.cat([cls, x + model.pos_embed[:, 1 : 1 + 4]], dim=1))
             expect(
                 not _same(latent, late),
@@ -139,12 +177,26 @@ def check_decoder_input(decoder_input) -> None:
             tokens = torch.cat([x[:, 1:], model.mask_token.expand(2, 12, -1)], dim=1)
             unshuffled = tokens.gather(1, ids_restore[..., None].expand(-1, -1, 16))
             position = model.decoder_pos_embed
-            expect(not _same(out, torch.cat([x[:, :1], tokens], 1) + position), "forgot to unshuffle: gather with ids_restore before adding positions")
+            expect(
+                not _same(out, torch.cat([x[:, :1], tokens], 1) + position),
+                "forgot to unshuffle: gather with ids_restore before adding positions",
+            )
             wrong = tokens.gather(1, ids_restore.argsort(1)[..., None].expand(-1, -1, 16))
-            expect(not _same(out, torch.cat([x[:, :1], wrong], 1) + position), "unshuffled with ids_shuffle (argsort of ids_restore); use ids_restore itself")
-            expect(not _same(out, torch.cat([x[:, :1], unshuffled], 1)), "forgot the decoder position embeddings (model.decoder_pos_embed)")
-            first = torch.cat([model.mask_token.expand(2, 12, -1), x[:, 1:]], dim=1).gather(1, ids_restore[..., None].expand(-1, -1, 16))
-            expect(not _same(out, torch.cat([x[:, :1], first], 1) + position), "mask tokens placed before the visible tokens; append them after")
+            expect(
+                not _same(out, torch.cat([x[:, :1], wrong], 1) + position),
+                "unshuffled with ids_shuffle (argsort of ids_restore); use ids_restore itself",
+            )
+            expect(
+                not _same(out, torch.cat([x[:, :1], unshuffled], 1)),
+                "forgot the decoder position embeddings (model.decoder_pos_embed)",
+            )
+            first = torch.cat([model.mask_token.expand(2, 12, -1), x[:, 1:]], dim=1).gather(
+                1, ids_restore[..., None].expand(-1, -1, 16)
+            )
+            expect(
+                not _same(out, torch.cat([x[:, :1], first], 1) + position),
+                "mask tokens placed before the visible tokens; append them after",
+            )
             expect_close(out, expected, "decoder input differs from model.decoder_input")
     passed("mask tokens appended, unshuffled with ids_restore, cls kept first, positions added")
 
@@ -162,18 +214,37 @@ def check_mae_loss(mae_loss) -> None:
         goal = normalized_patches(target) if norm_pix_loss else target
         expected = masked_mse(goal, pred, mask)
         if not _same(loss, expected):
-            expect(not _same(loss, ((pred - goal) ** 2).mean()), "loss includes visible patches; average over removed patches (mask == 1) only")
-            expect(not _same(loss, masked_mse(goal, pred, 1 - mask)), "mask uses 1 for kept: you scored the visible patches, not the removed ones")
-            expect(not _same(loss, masked_mse(target, pred, mask)), "norm_pix_loss ignored: normalise each target patch by its own mean and std")
+            expect(
+                not _same(loss, ((pred - goal) ** 2).mean()),
+                "loss includes visible patches; average over removed patches (mask == 1) only",
+            )
+            expect(
+                not _same(loss, masked_mse(goal, pred, 1 - mask)),
+                "mask uses 1 for kept: you scored the visible patches, not the removed ones",
+            )
+            expect(
+                not _same(loss, masked_mse(target, pred, mask)),
+                "norm_pix_loss ignored: normalise each target patch by its own mean and std",
+            )
             if norm_pix_loss:
-                biased = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True, unbiased=False) + 1e-6) ** 0.5
-                expect(not _same(loss, masked_mse(biased, pred, mask)), "use torch's default (unbiased) var, as the official MAE code does")
+                biased = (target - target.mean(-1, keepdim=True)) / (
+                    target.var(-1, keepdim=True, unbiased=False) + 1e-6
+                ) ** 0.5
+                expect(
+                    not _same(loss, masked_mse(biased, pred, mask)),
+                    "use torch's default (unbiased) var, as the official MAE code does",
+                )
                 whole = (target - target.mean()) / (target.var() + 1e-6) ** 0.5
-                expect(not _same(loss, masked_mse(whole, pred, mask)), "normalise per patch (over its last dimension), not over the whole batch")
+                expect(
+                    not _same(loss, masked_mse(whole, pred, mask)),
+                    "normalise per patch (over its last dimension), not over the whole batch",
+                )
             expect_close(loss, expected, f"loss differs from the reference (norm_pix_loss={norm_pix_loss})")
         passed(f"masked-only MSE with norm_pix_loss={norm_pix_loss}")
     changed = pred.clone()
     changed[~mask.bool()] = 0.0
-    expect(torch.allclose(mae_loss(imgs, changed, mask, 2, False), mae_loss(imgs, pred, mask, 2, False)), "loss includes visible patches: changing their prediction changed the loss")
+    expect(
+        torch.allclose(mae_loss(imgs, changed, mask, 2, False), mae_loss(imgs, pred, mask, 2, False)),
+        "loss includes visible patches: changing their prediction changed the loss",
+    )
     passed("changing predictions of visible patches leaves the loss unchanged")
-

@@ -10,3 +10,18 @@ from course_utils.models.transformer import MultiHeadSelfAttention, TransformerB
 from course_utils.models.mae import MAEConfig, MaskedAutoencoder
 from course_utils.models.behrt import Behrt, BehrtConfig, BehrtEmbedding, BehrtForMaskedEvents, BehrtForOutcome
 from course_utils.models.bert import BertConfig, BertForMaskedLM
+
+__all__ = [
+    "MultiHeadSelfAttention",
+    "TransformerBlock",
+    "TransformerEncoder",
+    "BertConfig",
+    "BertForMaskedLM",
+    "MAEConfig",
+    "MaskedAutoencoder",
+    "Behrt",
+    "BehrtConfig",
+    "BehrtEmbedding",
+    "BehrtForMaskedEvents",
+    "BehrtForOutcome",
+]

@@ -45,7 +45,9 @@ class BehrtConfig:
     def __post_init__(self):
         require_positive_ints(self, "vocab_size", "hidden_size", "num_layers", "num_heads", "max_len", "max_age")
         if self.vocab_size <= len(SPECIAL_TOKENS):
-            raise ValueError(f"vocab_size={self.vocab_size} leaves no room for codes besides the {len(SPECIAL_TOKENS)} special tokens")
+            raise ValueError(
+                f"vocab_size={self.vocab_size} leaves no room for codes besides the {len(SPECIAL_TOKENS)} special tokens"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
         if not 0.0 <= self.dropout < 1.0:
@@ -77,7 +79,13 @@ class Behrt(nn.Module):
         self.config = config
         self.embedding = BehrtEmbedding(config)
         self.encoder = TransformerEncoder(
-            config.hidden_size, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout, norm_first=False, layer_norm_eps=1e-12
+            config.hidden_size,
+            config.num_layers,
+            config.num_heads,
+            config.mlp_ratio,
+            config.dropout,
+            norm_first=False,
+            layer_norm_eps=1e-12,
         )
         self.apply(init_weights)
 
@@ -92,7 +100,9 @@ class BehrtForMaskedEvents(nn.Module):
     def __init__(self, config: BehrtConfig):
         super().__init__()
         self.behrt = Behrt(config)
-        self.transform = nn.Sequential(nn.Linear(config.hidden_size, config.hidden_size), nn.GELU(), nn.LayerNorm(config.hidden_size, eps=1e-12))
+        self.transform = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size), nn.GELU(), nn.LayerNorm(config.hidden_size, eps=1e-12)
+        )
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         init_weights(self.transform[0])
 
@@ -122,14 +132,21 @@ class BehrtForOutcome(nn.Module):
         return self.head(self.behrt(batch)[:, 0]).squeeze(-1)  # [B, L, D] -> [CLS] [B, D] -> [B]
 
 
-def mask_events(input_ids: torch.Tensor, vocab_size: int, mlm_probability: float = 0.15, generator: torch.Generator | None = None):
+def mask_events(
+    input_ids: torch.Tensor, vocab_size: int, mlm_probability: float = 0.15, generator: torch.Generator | None = None
+):
     """BERT's 80-10-10 masking of event tokens ``[B, L]`` -> ``(masked_ids, labels)``.
 
     Only code tokens are eligible: ``[PAD]``, ``[CLS]``, ``[SEP]`` (and ``[MASK]``, ``[UNK]``) are never
     selected, and a random replacement is always a code, never a special token.
     """
     return mask_tokens(
-        input_ids, mask_token_id=MASK_ID, vocab_size=vocab_size, special_token_ids=EHR_SPECIAL_IDS, mlm_probability=mlm_probability, generator=generator
+        input_ids,
+        mask_token_id=MASK_ID,
+        vocab_size=vocab_size,
+        special_token_ids=EHR_SPECIAL_IDS,
+        mlm_probability=mlm_probability,
+        generator=generator,
     )
 
 
@@ -169,7 +186,9 @@ def predict_outcome(model: BehrtForOutcome, loader, device) -> tuple[np.ndarray,
 
 
 @torch.no_grad()
-def masked_event_recall(model: BehrtForMaskedEvents, loader, device, ks=(1, 5, 10), seed: int = 0) -> dict[int, tuple[float, float]]:
+def masked_event_recall(
+    model: BehrtForMaskedEvents, loader, device, ks=(1, 5, 10), seed: int = 0
+) -> dict[int, tuple[float, float]]:
     """Recall@k of masked events: mask 15% of each batch (all as [MASK]); is the true code in the top k?
 
     Returns ``{k: (model_recall, frequency_recall)}``; the second ranks codes by training frequency
@@ -181,12 +200,19 @@ def masked_event_recall(model: BehrtForMaskedEvents, loader, device, ks=(1, 5, 1
     for batch in loader:
         batch = {key: value.to(device) for key, value in batch.items()}
         masked_ids, labels = mask_tokens(
-            batch["input_ids"], mask_token_id=MASK_ID, vocab_size=model.behrt.config.vocab_size, special_token_ids=EHR_SPECIAL_IDS,
-            mask_replace_prob=1.0, random_replace_prob=0.0, generator=generator,
+            batch["input_ids"],
+            mask_token_id=MASK_ID,
+            vocab_size=model.behrt.config.vocab_size,
+            special_token_ids=EHR_SPECIAL_IDS,
+            mask_replace_prob=1.0,
+            random_replace_prob=0.0,
+            generator=generator,
         )
         selected = labels != IGNORE_INDEX
         targets = labels[selected]  # [N]
-        top = model.logits(model.behrt({**batch, "input_ids": masked_ids})[selected]).topk(max(ks), dim=-1).indices  # [N, k]
+        top = (
+            model.logits(model.behrt({**batch, "input_ids": masked_ids})[selected]).topk(max(ks), dim=-1).indices
+        )  # [N, k]
         for k in ks:
             hits[k] += int((top[:, :k] == targets[:, None]).any(dim=-1).sum())
             frequency_hits[k] += int((targets < len(SPECIAL_TOKENS) + k).sum())
@@ -195,7 +221,9 @@ def masked_event_recall(model: BehrtForMaskedEvents, loader, device, ks=(1, 5, 1
 
 
 @torch.no_grad()
-def masked_position_probabilities(model: BehrtForMaskedEvents, item: dict[str, torch.Tensor], position: int, device) -> torch.Tensor:
+def masked_position_probabilities(
+    model: BehrtForMaskedEvents, item: dict[str, torch.Tensor], position: int, device
+) -> torch.Tensor:
     """Replace one position of one dataset item by [MASK]; return the model's probabilities there ``[V]``."""
     model.to(device).eval()
     batch = {key: value[None].to(device) for key, value in item.items() if key != "label"}

@@ -43,8 +43,14 @@ class BertConfig:
 
     def __post_init__(self):
         require_positive_ints(
-            self, "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-            "max_position_embeddings", "type_vocab_size",
+            self,
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
         )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
@@ -68,7 +74,9 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         length = input_ids.shape[1]
         if length > self.position.num_embeddings:
-            raise ValueError(f"input_ids has {length} positions, more than max_position_embeddings={self.position.num_embeddings}")
+            raise ValueError(
+                f"input_ids has {length} positions, more than max_position_embeddings={self.position.num_embeddings}"
+            )
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(length, device=input_ids.device)  # [L], broadcast over the batch

@@ -49,7 +49,9 @@ class MAEConfig:
             raise ValueError(f"patch_size={self.patch_size} must divide image_size={self.image_size}")
         for width, heads in (("dim", "num_heads"), ("decoder_dim", "decoder_num_heads")):
             if getattr(self, width) % 4 or getattr(self, width) % getattr(self, heads):
-                raise ValueError(f"{width}={getattr(self, width)} must be divisible by 4 and by {heads}={getattr(self, heads)}")
+                raise ValueError(
+                    f"{width}={getattr(self, width)} must be divisible by 4 and by {heads}={getattr(self, heads)}"
+                )
 
     @property
     def grid_size(self) -> int:
@@ -229,7 +231,9 @@ def mask_ratio_sweep(
 
 
 @torch.no_grad()
-def extract_features(model: MaskedAutoencoder, imgs: torch.Tensor, batch_size: int = 256, pool: str = "mean") -> torch.Tensor:
+def extract_features(
+    model: MaskedAutoencoder, imgs: torch.Tensor, batch_size: int = 256, pool: str = "mean"
+) -> torch.Tensor:
     """``model.encode`` over ``imgs`` in batches, on the model's device -> CPU features ``[N, D]``."""
     model.eval()
     device = next(model.parameters()).device

@@ -42,7 +42,9 @@ def select_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     ``index_select`` rather than boolean indexing: its backward is a cheap ``index_add``.
     """
     if rows.shape != x.shape[:2] or rows.dtype != torch.bool:
-        raise ValueError(f"rows must be a boolean [batch, seq] tensor of shape {tuple(x.shape[:2])}, got {rows.dtype} {tuple(rows.shape)}")
+        raise ValueError(
+            f"rows must be a boolean [batch, seq] tensor of shape {tuple(x.shape[:2])}, got {rows.dtype} {tuple(rows.shape)}"
+        )
     return x.flatten(0, 1).index_select(0, rows.flatten().nonzero().squeeze(1))
 
 

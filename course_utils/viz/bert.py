@@ -19,7 +19,9 @@ def plot_fill_mask(predictions: list[tuple[str, float]], title: str = "", answer
         fig = ax.figure
     tokens, probabilities = zip(*predictions)
     is_answer = [token == answer for token in tokens]
-    bars = ax.barh(range(len(tokens)), probabilities, color=[PALETTE["orange"] if hit else PALETTE["blue"] for hit in is_answer])
+    bars = ax.barh(
+        range(len(tokens)), probabilities, color=[PALETTE["orange"] if hit else PALETTE["blue"] for hit in is_answer]
+    )
     for bar, hit in zip(bars, is_answer):
         bar.set_hatch("//" if hit else "")
     ax.set_yticks(range(len(tokens)), tokens)

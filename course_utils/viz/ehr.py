@@ -12,7 +12,13 @@ import pyarrow.compute as pc
 from course_utils.ehr import CODES, EHRSequence, code_group
 from course_utils.viz import LINESTYLES, MARKERS, PALETTE
 
-KIND_COLOURS = {"diagnosis": PALETTE["blue"], "medication": PALETTE["orange"], "lab": PALETTE["green"], "procedure": PALETTE["purple"], "demographic": PALETTE["black"]}
+KIND_COLOURS = {
+    "diagnosis": PALETTE["blue"],
+    "medication": PALETTE["orange"],
+    "lab": PALETTE["green"],
+    "procedure": PALETTE["purple"],
+    "demographic": PALETTE["black"],
+}
 GROUP_COLOURS = {
     "diabetes": PALETTE["orange"],
     "hypertension": PALETTE["blue"],
@@ -35,7 +41,11 @@ def plot_event_counts(events: pa.Table, top: int = 25):
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
     per_subject = pc.value_counts(events["subject_id"]).field("counts").to_numpy()
     left.hist(per_subject, bins=40, color=PALETTE["blue"], edgecolor="white")
-    left.set(xlabel="events per subject", ylabel="subjects", title=f"{len(per_subject)} subjects, median {int(np.median(per_subject))} events")
+    left.set(
+        xlabel="events per subject",
+        ylabel="subjects",
+        title=f"{len(per_subject)} subjects, median {int(np.median(per_subject))} events",
+    )
     counts = pc.value_counts(events["code"])
     codes, values = counts.field("values").to_pylist(), counts.field("counts").to_numpy()
     order = np.argsort(-values)[:top][::-1]
@@ -62,8 +72,19 @@ def plot_timeline(events: pa.Table, subject_id: int):
     for kind, marker in zip(KIND_COLOURS, MARKERS):
         chosen = [i for i, code in enumerate(codes) if _kind(code) == kind]
         if chosen:
-            ax.scatter(times[chosen], [rows.index(codes[i]) for i in chosen], color=KIND_COLOURS[kind], marker=marker, s=28, label=kind)
-    ax.set_yticks(range(len(rows)), [f"{code}  {CODES[code].description[:28] if code in CODES else ''}" for code in rows], fontsize=7)
+            ax.scatter(
+                times[chosen],
+                [rows.index(codes[i]) for i in chosen],
+                color=KIND_COLOURS[kind],
+                marker=marker,
+                s=28,
+                label=kind,
+            )
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{code}  {CODES[code].description[:28] if code in CODES else ''}" for code in rows],
+        fontsize=7,
+    )
     ax.set(xlabel="time", title=f"subject {subject_id}: {one.num_rows} events")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, bbox_to_anchor=(1.0, 1.0))
@@ -96,7 +117,9 @@ def plot_code_map(points: np.ndarray, tokens: Sequence[str], title: str = "learn
         if not chosen:
             continue
         colour = GROUP_COLOURS.get(group, OTHER_COLOUR)
-        ax.scatter(points[chosen, 0], points[chosen, 1], color=colour, s=40, edgecolor="black", linewidth=0.4, label=group)
+        ax.scatter(
+            points[chosen, 0], points[chosen, 1], color=colour, s=40, edgecolor="black", linewidth=0.4, label=group
+        )
         for i in chosen:
             ax.annotate(tokens[i].split("//", 1)[-1], points[i], fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.set(title=title, xlabel="component 1", ylabel="component 2")
@@ -105,7 +128,9 @@ def plot_code_map(points: np.ndarray, tokens: Sequence[str], title: str = "learn
     return fig
 
 
-def plot_label_budget(results: Mapping[str, Mapping[int, Sequence[tuple[float, float]]]], oracle: tuple[float, float] | None = None):
+def plot_label_budget(
+    results: Mapping[str, Mapping[int, Sequence[tuple[float, float]]]], oracle: tuple[float, float] | None = None
+):
     """AUROC and AUPRC against the number of labelled patients, mean and spread over repeats.
 
     ``results[model][budget]`` is a list of ``(auroc, auprc)``, one per repeat (a different labelled subsample).
@@ -116,7 +141,16 @@ def plot_label_budget(results: Mapping[str, Mapping[int, Sequence[tuple[float, f
         for (name, by_budget), colour, style, marker in zip(results.items(), colours, LINESTYLES, MARKERS):
             budgets = sorted(by_budget)
             values = [np.array(by_budget[b])[:, metric] for b in budgets]
-            ax.errorbar(budgets, [v.mean() for v in values], yerr=[v.std() for v in values], color=colour, linestyle=style, marker=marker, capsize=3, label=name)
+            ax.errorbar(
+                budgets,
+                [v.mean() for v in values],
+                yerr=[v.std() for v in values],
+                color=colour,
+                linestyle=style,
+                marker=marker,
+                capsize=3,
+                label=name,
+            )
         if oracle is not None:
             ax.axhline(oracle[metric], color=PALETTE["black"], linestyle=":", label="oracle (true risk)")
         ax.set(xscale="log", xlabel="labelled training patients", ylabel=("AUROC", "AUPRC")[metric])

@@ -42,7 +42,9 @@ def pixel_mask(mask: torch.Tensor, patch_size: int, channels: int) -> torch.Tens
     return unpatchify(patches, patch_size, channels)
 
 
-def reconstruction_panels(model, imgs: torch.Tensor, mask_ratio: float = 0.75, generator=None) -> dict[str, torch.Tensor]:
+def reconstruction_panels(
+    model, imgs: torch.Tensor, mask_ratio: float = 0.75, generator=None
+) -> dict[str, torch.Tensor]:
     """The four panels, each ``[B, C, H, W]``: original, masked (removed = 0.5), reconstruction, and
     the reconstruction with the visible patches pasted back from the original."""
     model.eval()
@@ -89,7 +91,9 @@ def plot_reconstructions(model, imgs: torch.Tensor, mask_ratio: float = 0.75, ge
             if row == 0:
                 ax.set_title(name, fontsize=9)
     kept = int(panels["mask"].shape[1] * (1 - mask_ratio))
-    fig.suptitle(f"mask ratio {mask_ratio:.2f}: the encoder saw {kept} of {panels['mask'].shape[1]} patches", fontsize=10)
+    fig.suptitle(
+        f"mask ratio {mask_ratio:.2f}: the encoder saw {kept} of {panels['mask'].shape[1]} patches", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -123,10 +127,25 @@ def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 
     """Two panels against mask ratio: held-out reconstruction loss, and encoder GFLOPs per image."""
     fig, (loss_ax, cost_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
     ratios = sweep["mask_ratio"]
-    loss_ax.plot(ratios, sweep["loss"], color=PALETTE["blue"], linestyle=LINESTYLES[0], marker=MARKERS[0], label="held-out loss")
-    cost_ax.plot(ratios, sweep["encoder_gflops"], color=PALETTE["vermillion"], linestyle=LINESTYLES[1], marker=MARKERS[1], label="encoder GFLOPs")
+    loss_ax.plot(
+        ratios, sweep["loss"], color=PALETTE["blue"], linestyle=LINESTYLES[0], marker=MARKERS[0], label="held-out loss"
+    )
+    cost_ax.plot(
+        ratios,
+        sweep["encoder_gflops"],
+        color=PALETTE["vermillion"],
+        linestyle=LINESTYLES[1],
+        marker=MARKERS[1],
+        label="encoder GFLOPs",
+    )
     for ax, ylabel in ((loss_ax, "reconstruction loss (removed patches)"), (cost_ax, "encoder GFLOPs per image")):
-        ax.axvline(trained_ratio, color=PALETTE["black"], linestyle=LINESTYLES[2], linewidth=1, label=f"trained at {trained_ratio}")
+        ax.axvline(
+            trained_ratio,
+            color=PALETTE["black"],
+            linestyle=LINESTYLES[2],
+            linewidth=1,
+            label=f"trained at {trained_ratio}",
+        )
         ax.set(xlabel="mask ratio", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

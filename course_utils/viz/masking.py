@@ -23,8 +23,12 @@ DEMO_CORPUS = (
 STATUS_COLOURS = {"mask": PALETTE["vermillion"], "random": PALETTE["orange"], "kept": PALETTE["sky"]}
 
 
-def plot_rates_with_bands(counts: Mapping[str, Sequence[int]], totals: Mapping[str, Sequence[int]],
-                          expected: Mapping[str, float], level: float = 0.95):
+def plot_rates_with_bands(
+    counts: Mapping[str, Sequence[int]],
+    totals: Mapping[str, Sequence[int]],
+    expected: Mapping[str, float],
+    level: float = 0.95,
+):
     """One panel per rate: the rate observed in each draw (``counts[k] / totals[k]``) against the
     expected rate and its binomial ``level`` band for that draw's size. Returns the figure.
 
@@ -36,8 +40,15 @@ def plot_rates_with_bands(counts: Mapping[str, Sequence[int]], totals: Mapping[s
         count, total, p = np.asarray(counts[name]), np.asarray(totals[name]), expected[name]
         draw = np.arange(len(count))
         low, high = binom.interval(level, total, p)
-        ax.fill_between(draw, low / total, high / total, step="mid", color=PALETTE["sky"], alpha=0.35,
-                        label=f"{level:.0%} binomial band")
+        ax.fill_between(
+            draw,
+            low / total,
+            high / total,
+            step="mid",
+            color=PALETTE["sky"],
+            alpha=0.35,
+            label=f"{level:.0%} binomial band",
+        )
         ax.axhline(p, color=PALETTE["blue"], linewidth=1.5, label=f"expected {p:g}")
         rate = count / total
         inside = (count >= low) & (count <= high)
@@ -56,8 +67,13 @@ def plot_speed(batch_sizes: Sequence[int], seconds: Mapping[str, Sequence[float]
     colours = (PALETTE["vermillion"], PALETTE["blue"], PALETTE["green"], PALETTE["orange"])
     for (name, times), colour, marker in zip(seconds.items(), colours, MARKERS):
         ax.plot(batch_sizes, times, marker=marker, color=colour, label=name)
-    ax.set(xscale="log", yscale="log", xlabel=f"batch size (sequences of {seq_len} tokens)",
-           ylabel="seconds per batch (median)", title="Masking one batch")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=f"batch size (sequences of {seq_len} tokens)",
+        ylabel="seconds per batch (median)",
+        title="Masking one batch",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -71,19 +87,29 @@ def demo_tokenizer(corpus: str = DEMO_CORPUS, vocab_size: int = 200):
     return train_tokenizer([corpus], vocab_size=vocab_size, min_frequency=0)
 
 
-def masked_html(original: Sequence[str], shown: Sequence[str], labels: Sequence[int], mask_token: str = "[MASK]") -> str:
+def masked_html(
+    original: Sequence[str], shown: Sequence[str], labels: Sequence[int], mask_token: str = "[MASK]"
+) -> str:
     """Tokens as coloured HTML boxes: [MASK] (vermillion), random (orange, with the token it replaced), kept (sky)."""
     boxes = []
     for before, after, label in zip(original, shown, labels):
-        status = None if label == IGNORE_INDEX else "mask" if after == mask_token else "kept" if after == before else "random"
+        status = (
+            None
+            if label == IGNORE_INDEX
+            else "mask" if after == mask_token else "kept" if after == before else "random"
+        )
         text = html.escape(after) + (f" <s>{html.escape(before)}</s>" if status == "random" else "")
         style = f"background:{STATUS_COLOURS[status]};" if status else "border:1px solid #ccc;"
-        boxes.append(f'<span style="{style} padding:2px 4px; margin:2px; border-radius:3px; display:inline-block">{text}</span>')
+        boxes.append(
+            f'<span style="{style} padding:2px 4px; margin:2px; border-radius:3px; display:inline-block">{text}</span>'
+        )
     legend = " ".join(f'<span style="background:{c}; padding:1px 6px">{s}</span>' for s, c in STATUS_COLOURS.items())
     return f'<div style="font-family:monospace; line-height:2">{"".join(boxes)}</div><div>selected as: {legend}</div>'
 
 
-def masking_viewer(text: str = "The patient presented with severe chest pain, and masked language models learn by filling blanks."):
+def masking_viewer(
+    text: str = "The patient presented with severe chest pain, and masked language models learn by filling blanks.",
+):
     """An ipywidgets viewer: a masking-probability slider, a strategy choice and a redraw button,
     showing ``text`` tokenized by ``demo_tokenizer`` with each selected token coloured."""
     import ipywidgets as widgets
@@ -94,17 +120,24 @@ def masking_viewer(text: str = "The patient presented with severe chest pain, an
     word_ids = torch.tensor([[-1 if w is None else w for w in encoding.word_ids]])
     special_ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
     probability = widgets.FloatSlider(value=0.15, min=0.0, max=1.0, step=0.05, description="probability")
-    strategy = widgets.ToggleButtons(options=[("token", "token"), ("whole word", "whole_word"), ("span", "span")],
-                                     description="strategy")
+    strategy = widgets.ToggleButtons(
+        options=[("token", "token"), ("whole word", "whole_word"), ("span", "span")], description="strategy"
+    )
     redraw = widgets.Button(description="draw again")
     view = widgets.HTML()
     draws = torch.Generator().manual_seed(0)
 
     def show(*_):
         masked_ids, labels = mask_by_strategy(
-            strategy.value, input_ids, word_ids, mask_token_id=tokenizer.token_to_id("[MASK]"),
-            vocab_size=tokenizer.get_vocab_size(), special_token_ids=special_ids,
-            mlm_probability=probability.value, generator=draws)
+            strategy.value,
+            input_ids,
+            word_ids,
+            mask_token_id=tokenizer.token_to_id("[MASK]"),
+            vocab_size=tokenizer.get_vocab_size(),
+            special_token_ids=special_ids,
+            mlm_probability=probability.value,
+            generator=draws,
+        )
         shown = [tokenizer.id_to_token(i) for i in masked_ids[0].tolist()]
         view.value = masked_html(encoding.tokens, shown, labels[0].tolist())
 
