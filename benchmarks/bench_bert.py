@@ -32,20 +32,7 @@ BASE_CONFIG = dict(
 
 
 def huggingface_twin(config: BertConfig) -> transformers.BertForMaskedLM:
-    hf_config = transformers.BertConfig(
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act="gelu",
-        max_position_embeddings=config.max_position_embeddings,
-        layer_norm_eps=config.layer_norm_eps,
-        hidden_dropout_prob=config.dropout,
-        attention_probs_dropout_prob=config.dropout,
-        attn_implementation="sdpa",
-    )
-    return transformers.BertForMaskedLM(hf_config)
+    return transformers.BertForMaskedLM(config.to_huggingface(attn_implementation="sdpa"))
 
 
 def make_batch(config: BertConfig, batch_size: int, length: int, device):

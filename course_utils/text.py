@@ -351,7 +351,8 @@ def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pi
 # ---------------------------------------------------------------------------------------------
 
 
-def _masker_ids(tokenizer: Tokenizer) -> dict:
+def masker_ids(tokenizer: Tokenizer) -> dict:
+    """``mask_token_id``, ``vocab_size`` and ``special_token_ids`` of ``tokenizer``: the keywords every Lab 1 masker needs."""
     return dict(
         mask_token_id=tokenizer.token_to_id("[MASK]"),
         vocab_size=tokenizer.get_vocab_size(),
@@ -366,7 +367,7 @@ def mlm_loss_fn(tokenizer: Tokenizer, strategy: str = "token", **masking_options
     ``course_utils.masking.mask_by_strategy``); ``masking_options`` go to it (``mlm_probability``, ...).
     A fresh mask is drawn at every step (dynamic masking, as in RoBERTa).
     """
-    options = _masker_ids(tokenizer) | masking_options
+    options = masker_ids(tokenizer) | masking_options
 
     def loss_fn(model, batch):
         masked_ids, labels = mask_by_strategy(strategy, batch["input_ids"], batch.get("word_ids"), **options)
@@ -391,7 +392,7 @@ def masked_lm_metrics(
     models are compared on identical positions. Returns ``{"accuracy", "perplexity", "loss",
     "positions"}``; perplexity is ``exp(mean cross-entropy over the selected positions)``.
     """
-    options = _masker_ids(tokenizer) | masking_options
+    options = masker_ids(tokenizer) | masking_options
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training

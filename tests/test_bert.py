@@ -27,20 +27,7 @@ def perturbed_model(seed: int = 0) -> BertForMaskedLM:
 def to_huggingface(model: BertForMaskedLM) -> "transformers.BertForMaskedLM":
     """The same network as a Hugging Face BertForMaskedLM, config built locally (no hub)."""
     c = model.config
-    hf_config = transformers.BertConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size,
-        num_hidden_layers=c.num_layers,
-        num_attention_heads=c.num_heads,
-        intermediate_size=c.intermediate_size,
-        hidden_act="gelu",
-        max_position_embeddings=c.max_position_embeddings,
-        type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps,
-        pad_token_id=c.pad_token_id,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    hf_config = c.to_huggingface(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     state = {
         "bert.embeddings.word_embeddings.weight": model.embeddings.token.weight,
         "bert.embeddings.position_embeddings.weight": model.embeddings.position.weight,

@@ -59,6 +59,30 @@ class BertConfig:
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}")
 
+    def to_huggingface(self, **overrides):
+        """The same architecture as a Hugging Face ``transformers.BertConfig`` (built locally, no hub).
+
+        ``overrides`` set any other ``transformers.BertConfig`` field. Needs ``transformers``, the
+        oracle that tests and benchmarks compare against (``pip install -e '.[test]'``).
+        """
+        import transformers
+
+        fields = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act="gelu",
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            layer_norm_eps=self.layer_norm_eps,
+            pad_token_id=self.pad_token_id,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+        )
+        return transformers.BertConfig(**(fields | overrides))
+
 
 class BertEmbeddings(nn.Module):
     """``token + position + segment`` embeddings, then LayerNorm and dropout: ``[B, L] -> [B, L, D]``."""

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import binom
 
 from course_utils.masking import IGNORE_INDEX, mask_by_strategy
-from course_utils.text import SPECIAL_TOKENS, train_tokenizer
+from course_utils.text import encode_batch, masker_ids, train_tokenizer
 from course_utils.viz import MARKERS, PALETTE
 
 DEMO_CORPUS = (
@@ -115,10 +115,10 @@ def masking_viewer(
     import ipywidgets as widgets
 
     tokenizer = demo_tokenizer()
-    encoding = tokenizer.encode(text)
-    input_ids = torch.tensor([encoding.ids])
-    word_ids = torch.tensor([[-1 if w is None else w for w in encoding.word_ids]])
-    special_ids = [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS]
+    batch = encode_batch(tokenizer, [text])
+    input_ids, word_ids = batch["input_ids"], batch["word_ids"]
+    tokens = [tokenizer.id_to_token(i) for i in input_ids[0].tolist()]
+    ids = masker_ids(tokenizer)
     probability = widgets.FloatSlider(value=0.15, min=0.0, max=1.0, step=0.05, description="probability")
     strategy = widgets.ToggleButtons(
         options=[("token", "token"), ("whole word", "whole_word"), ("span", "span")], description="strategy"
@@ -132,14 +132,12 @@ def masking_viewer(
             strategy.value,
             input_ids,
             word_ids,
-            mask_token_id=tokenizer.token_to_id("[MASK]"),
-            vocab_size=tokenizer.get_vocab_size(),
-            special_token_ids=special_ids,
             mlm_probability=probability.value,
             generator=draws,
+            **ids,
         )
         shown = [tokenizer.id_to_token(i) for i in masked_ids[0].tolist()]
-        view.value = masked_html(encoding.tokens, shown, labels[0].tolist())
+        view.value = masked_html(tokens, shown, labels[0].tolist())
 
     for control in (probability, strategy):
         control.observe(show, names="value")
