@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     release = commands.add_parser("release", help="regenerate notebooks/ from solutions/ with nbgrader")
     release.add_argument("labs", nargs="*", help="lab folders to regenerate (default: all)")
     release.add_argument("--check", action="store_true", help="only report whether notebooks/ is up to date")
+    release.add_argument("--force", action="store_true", help="overwrite student work in notebooks/ (backed up first)")
     args = parser.parse_args(argv)
 
     if args.command == "grade":
@@ -30,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         print(report.table())
         return 0
 
-    stale = grading.release(args.labs, check=args.check)
+    try:
+        stale = grading.release(args.labs, check=args.check, force=args.force)
+    except grading.ReleaseRefused as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.check:
         if stale:
             print("notebooks/ is out of date with solutions/; run `make release`. Stale:", *stale, sep="\n  ")

@@ -8,6 +8,10 @@ check prints one line starting with a tick.
 
 ``NotImplementedError`` from an untouched exercise is never caught, so an unattempted
 exercise reads as such.
+
+The same checks grade a submission: there the exercise function is a stand-in that runs the
+student's code in a sandboxed worker (``course_utils.grading.remote.RemoteFunction``), so a check
+must reach the student's code only by calling it, and gradients only through ``gradients``.
 """
 
 from __future__ import annotations
@@ -60,3 +64,18 @@ def expect_input_untouched(function, *args, **kwargs):
             "work on a copy (tensor.clone()) and return new tensors; callers reuse their batch",
         )
     return result
+
+
+def gradients(function, *args, wrt, output_index=None, **kwargs):
+    """Call ``function(*args, **kwargs)`` and backpropagate the sum of its output (``output[output_index]``
+    for a tuple). Returns ``(result, [grad of t for t in wrt])``, None where no gradient arrived."""
+    remote = getattr(function, "gradients", None)
+    if remote is not None:
+        return remote(args, kwargs, list(wrt), output_index)
+    for tensor in wrt:
+        tensor.grad = None
+    with torch.enable_grad():
+        result = function(*args, **kwargs)
+        output = result if output_index is None else result[output_index]
+        output.sum().backward()
+    return result, [tensor.grad for tensor in wrt]

@@ -248,3 +248,26 @@ def check_mae_loss(mae_loss) -> None:
         "loss includes visible patches: changing their prediction changed the loss",
     )
     passed("changing predictions of visible patches leaves the loss unchanged")
+
+
+# The reference code each exercise must not call: the grader ends a call into any of these with 0 points
+# (course_utils.grading.worker). References of other exercises and earlier labs stay allowed.
+REFERENCES = {
+    "patchify": ("course_utils.vision:patchify",),
+    "unpatchify": ("course_utils.vision:unpatchify",),
+    "random_masking": ("course_utils.vision:random_masking",),
+    "encode_visible": (
+        "course_utils.models.mae:MaskedAutoencoder.forward_encoder",
+        "course_utils.models.mae:MaskedAutoencoder.embed_patches",
+        "course_utils.models.mae:MaskedAutoencoder.encode_tokens",
+    ),
+    "decoder_input": (
+        "course_utils.models.mae:MaskedAutoencoder.decoder_input",
+        "course_utils.models.mae:MaskedAutoencoder.forward_decoder",
+    ),
+    "mae_loss": (
+        "course_utils.models.mae:MaskedAutoencoder.forward_loss",
+        "course_utils.models.mae:masked_mse",
+        "course_utils.models.mae:normalized_patches",
+    ),
+}

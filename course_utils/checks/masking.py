@@ -279,3 +279,14 @@ def check_sample_span_lengths(sample_span_lengths) -> None:
         "use the p and max_length arguments, not SpanBERT's constants",
     )
     passed("honours p and max_length")
+
+
+# The reference code each exercise must not call: the grader ends a call into any of these with 0 points
+# (course_utils.grading.worker). References of other exercises and earlier labs stay allowed.
+REFERENCES = {
+    "select_positions": ("course_utils.masking:select_positions",),
+    "apply_80_10_10": ("course_utils.masking:apply_80_10_10",),
+    "build_labels": ("course_utils.masking:build_labels",),
+    "select_whole_words": ("course_utils.masking:select_whole_words",),
+    "sample_span_lengths": ("course_utils.masking:sample_span_lengths",),
+}

@@ -1,0 +1,220 @@
+"""Grade one notebook so that a mark comes only from the student's own implementation.
+
+The student's solution cells are reduced to their definitions and run in a sandboxed worker
+(``remote.Worker``). The instructor's test cells, visible and hidden checks alike, run here,
+in the grading process, with every exercise function replaced by a ``RemoteFunction`` that
+calls the student's code in the worker. So nothing a notebook does can change a verdict:
+exception hooks never run, a patched ``torch.equal`` lives only in the worker, and a call to
+the exercise's own reference implementation ends the worker's child with a message.
+
+Where ``solutions/`` is present (the instructor's copy) the hidden tests are graded and the
+marks go into nbgrader's gradebook; in a student's copy only the visible checks run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from course_utils.grading import sandbox
+from course_utils.grading.course import SOLUTIONS, NOTEBOOKS, NotACourseNotebook, assignments, read_notebook
+from course_utils.grading.definitions import function_named, normalized_body
+from course_utils.grading.exercises import Lab, read_lab, student_answers
+from course_utils.grading.remote import ForbiddenCall, Limits, RemoteFunction, Worker, WorkerLost
+from course_utils.grading.report import CellGrade, GradeReport
+
+CHECKS_PREFIX = "course_utils.checks."
+
+
+def _graded_ids(notebook) -> set[str]:
+    return {cell.metadata.get("nbgrader", {}).get("grade_id") for cell in notebook.cells} - {None}
+
+
+def _defined_names(notebook) -> set[str]:
+    names = set()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            for line in cell.source.splitlines():
+                if line.startswith("def "):
+                    names.add(line[4:].split("(")[0].strip())
+    return names
+
+
+def lab_folder() -> Path:
+    """``solutions/`` in the instructor's copy, ``notebooks/`` in a student's."""
+    return SOLUTIONS if assignments(SOLUTIONS) else NOTEBOOKS
+
+
+def identify(notebook, path: Path, lab: str | None = None) -> tuple[str, Path]:
+    """``(lab, path of the lab's reference notebook)``: by the graded cell ids and exercise functions the
+    submission holds (not by its file name), or as forced by ``lab``."""
+    folder = lab_folder()
+    candidates = {}
+    for name in assignments(folder):
+        for reference in sorted((folder / name).glob("*.ipynb")):
+            candidates[name] = reference
+    if lab is not None:
+        if lab not in candidates:
+            raise NotACourseNotebook(f"--lab {lab} is not a lab of this course; expected one of {sorted(candidates)}")
+        return lab, candidates[lab]
+    ids, names = _graded_ids(notebook), _defined_names(notebook)
+    best, best_overlap = None, 0
+    for name, reference in candidates.items():
+        reference_ids = _graded_ids(read_notebook(reference))
+        overlap = len(ids & reference_ids) + len(names & reference_ids)
+        if overlap > best_overlap:
+            best, best_overlap = name, overlap
+    if best is None:
+        known = ", ".join(f"{name}/{reference.name}" for name, reference in candidates.items())
+        raise NotACourseNotebook(f"{path} is not a notebook of this course; expected one of: {known}")
+    return best, candidates[best]
+
+
+def forbidden_references(lab: Lab) -> dict[str, list[str]]:
+    """For each exercise, the reference code it must not call: ``REFERENCES`` of the checks modules its tests import."""
+    references = {}
+    for exercise in lab.exercises:
+        for line in exercise.test_source.splitlines():
+            if line.startswith(f"from {CHECKS_PREFIX}"):
+                module = importlib.import_module(line.split()[1])
+                references.update(getattr(module, "REFERENCES", {}))
+    return {exercise.name: list(references.get(exercise.name, ())) for exercise in lab.exercises}
+
+
+def _copy_flag(student_source: str, exercise_name: str, solution_source: str, references: list[str]) -> str:
+    """A flag when the student's function has the same normalized syntax tree as a reference."""
+    mine = function_named(student_source, exercise_name)
+    if mine is None:
+        return ""
+    candidates = [("the instructor's solution", function_named(solution_source, exercise_name))]
+    for target in references:
+        module_name, _, qualname = target.partition(":")
+        if module_name.startswith("course_utils"):
+            value = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                value = getattr(value, part)
+            with contextlib.suppress(OSError, TypeError):
+                source = inspect.getsource(value)
+                candidates.append((target, function_named(inspect.cleandoc("\n" + source) if source[0].isspace() else source, value.__name__)))
+    body = normalized_body(mine)
+    for label, candidate in candidates:
+        if candidate is not None and normalized_body(candidate) == body:
+            return f"same syntax tree as {label} (likely copied); not marked down automatically"
+    return ""
+
+
+def _message(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(error, NotImplementedError):
+        return "NotImplementedError: the exercise is not done yet (it still raises NotImplementedError)"
+    if isinstance(error, (ForbiddenCall, WorkerLost)):
+        return first
+    where = getattr(error, "student_location", "")
+    return f"{type(error).__name__}: {first}".rstrip(": ") + (f" ({where})" if where else "")
+
+
+def _run_test(source: str, test_id: str, namespace: dict) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(source, f"<test cell {test_id}>", "exec"), namespace)
+
+
+def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Limits | None = None,
+                     allow_unsandboxed: bool = True, threads: int | None = None) -> GradeReport:
+    """Grade a read notebook; see the module docstring. Marks are not yet stored anywhere."""
+    limits = limits or Limits()
+    assignment, reference_path = identify(notebook, path, lab)
+    trusted = reference_path.is_relative_to(SOLUTIONS) and SOLUTIONS.is_dir()
+    reference = read_notebook(reference_path) if trusted else notebook
+    lab_spec = read_lab(reference, assignment, reference_path.stem)
+    answers, notes = student_answers(notebook, lab_spec, reference)
+    sandboxed, sandbox_line = sandbox.status()
+    if not sandboxed and not allow_unsandboxed:
+        raise RuntimeError(sandbox_line + "; pass --allow-unsandboxed to grade anyway")
+    report = GradeReport(assignment, reference_path.stem, notes=[sandbox_line, *notes], hidden_tests=trusted)
+    forbidden = forbidden_references(lab_spec)
+    setup = {
+        "imports": lab_spec.imports,
+        "cells": answers,
+        "forbidden": forbidden,
+        "threads": threads or max(1, (os.cpu_count() or 1)),
+    }
+    worker = Worker(setup, limits, sandboxed=sandboxed)
+    broken_cells: dict[str, str] = {}
+
+    def start():
+        while True:
+            try:
+                worker.start(frozenset(broken_cells))
+                return
+            except WorkerLost as lost:
+                if lost.cell is None or lost.cell in broken_cells:
+                    raise
+                broken_cells[lost.cell] = f"loading this solution cell {lost}"
+
+    base = {"__name__": "__grader__"}
+    exec(compile(lab_spec.imports, "<notebook imports>", "exec"), base)
+    answered = dict(answers)
+    try:
+        start()
+        for cell_id, load in worker.load_reports.items():
+            report.notes += [f"{cell_id}: {line}" for line in load["skipped"]]
+        for exercise in lab_spec.exercises:
+            grade = CellGrade(exercise.test_id, 0.0, exercise.points)
+            report.cells.append(grade)
+            load = worker.load_reports.get(exercise.name, {})
+            if exercise.name in broken_cells:
+                grade.message = broken_cells[exercise.name]
+                continue
+            if exercise.name not in answered:
+                grade.message = "no answer: the exercise's solution cell is missing"
+                continue
+            if load.get("error"):
+                grade.message = f"{load['error']} in your solution cell"
+                continue
+            if worker.process is None:
+                start()
+            namespace = dict(base)
+            namespace.update({name: RemoteFunction(worker, name) for name in lab_spec.solution_ids})
+            try:
+                worker.begin(exercise.name)
+                _run_test(exercise.test_source, exercise.test_id, namespace)
+                grade.score = exercise.points
+            except (Exception, ForbiddenCall, WorkerLost) as error:
+                grade.message = _message(error)
+            finally:
+                worker.end()
+            if trusted and (flag := _copy_flag(answered[exercise.name], exercise.name, exercise.solution_source,
+                                               forbidden.get(exercise.name, []))):
+                grade.flags.append(flag)
+    finally:
+        worker.close()
+    return report
+
+
+def grade_notebook(path: str | Path, *, lab: str | None = None, limits: Limits | None = None,
+                   student: str = "student") -> GradeReport:
+    """Grade one notebook; in the instructor's copy, the marks pass through a throw-away nbgrader gradebook
+    and the report shows them as the gradebook holds them."""
+    path = Path(path).resolve()
+    notebook = read_notebook(path)
+    report = grade_submission(notebook, path, lab=lab, limits=limits)
+    if report.hidden_tests:
+        from course_utils.grading.course import generate, nbgrader_api
+        from course_utils.grading.gradebook import record
+
+        with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy session warnings
+            api = nbgrader_api(Path(tmp))
+            generate(api, Path(tmp), report.assignment)
+            stored = record(api.coursedir.db_url, student, report)
+        for cell in report.cells:
+            cell.score = stored.get(cell.cell_id, 0.0)
+    return report

@@ -1,0 +1,71 @@
+"""Submissions built in code from a lab's own notebooks, and graded, for the grading tests.
+
+``answers(lab)`` gives the instructor's solution cells; ``submission(folder, lab, {...})`` writes the
+released student notebook with some exercise cells replaced (and cells added), as a student would;
+``grade(path)`` grades it the way the instructor does, without the gradebook step, and ``points``
+reads the result per exercise. Everything follows the notebooks as they change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from course_utils.grading import NOTEBOOKS, SOLUTIONS
+from course_utils.grading.course import read_notebook
+from course_utils.grading.grader import grade_submission
+from course_utils.grading.remote import Limits
+
+LABS = sorted(path.name for path in SOLUTIONS.iterdir() if path.is_dir())
+
+
+def _path(folder: Path, lab: str) -> Path:
+    return next((folder / lab).glob("*.ipynb"))
+
+
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def answers(lab: str) -> dict[str, str]:
+    """The instructor's solution cells of ``lab``, by grade id."""
+    notebook = read_notebook(_path(SOLUTIONS, lab))
+    return {_grade_id(c): c.source for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def exercises(lab: str) -> list[str]:
+    """The graded test-cell ids of ``lab``, in order."""
+    notebook = read_notebook(_path(SOLUTIONS, lab))
+    return [_grade_id(c) for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def submission(folder: Path, lab: str, replace: dict[str, str] | None = None, *, before: list[str] = (),
+               after: list[str] = (), name: str | None = None) -> Path:
+    """The released notebook of ``lab`` with the solution cells in ``replace`` (grade id -> source) swapped in,
+    and code cells added at the start (``before``) and end (``after``). Written to ``folder/name``."""
+    notebook = read_notebook(_path(NOTEBOOKS, lab))
+    for cell in notebook.cells:
+        if _grade_id(cell) in (replace or {}):
+            cell.source = replace[_grade_id(cell)]
+    notebook.cells[:0] = [nbformat.v4.new_code_cell(source) for source in before]
+    notebook.cells += [nbformat.v4.new_code_cell(source) for source in after]
+    path = Path(folder) / (name or f"{lab}.ipynb")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, path)
+    return path
+
+
+def grade(path: Path, **options):
+    """Grade ``path`` as the instructor would (hidden tests included), without storing the marks."""
+    options.setdefault("limits", Limits(exercise_seconds=120))
+    return grade_submission(read_notebook(path), Path(path), **options)
+
+
+def points(report) -> dict[str, float]:
+    """``{test cell id: points earned}``."""
+    return {cell.cell_id: cell.score for cell in report.cells}
+
+
+def full_marks(report) -> dict[str, float]:
+    return {cell.cell_id: cell.max_score for cell in report.cells}
