@@ -1,7 +1,8 @@
 # The course's entry points. Everything runs inside .venv, created on first use.
 #   make lab      set up and open JupyterLab on the student notebooks
 #   make test     set up and run the whole test suite (what CI runs)
-#   make release  regenerate notebooks/ from solutions/ with nbgrader
+#   make check    check your own work: grade every notebook under notebooks/ (NB=path for one)
+#   make release  regenerate notebooks/ from solutions/ with nbgrader (FORCE=1 backs up work it overwrites)
 #   make grade NB=path/to/notebook.ipynb   autograde one notebook and print the table
 #   make bench    run the ratio benchmarks
 
@@ -13,7 +14,9 @@ STAMP := $(VENV)/.installed
 # nbgrader shells out to `alembic`, which lives in the venv.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install lab test release grade bench constraints
+NB ?=
+
+.PHONY: install lab test check release grade bench constraints
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +31,11 @@ lab: install
 test: install
 	$(BIN)/python -m pytest
 
+check: install
+	for notebook in $(or $(NB),$(wildcard notebooks/*/*.ipynb)); do $(BIN)/python -m course_utils grade "$$notebook" || exit 1; echo; done
+
 release: install
-	$(BIN)/python -m course_utils release
+	$(BIN)/python -m course_utils release $(if $(FORCE),--force)
 
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=path/to/notebook.ipynb"; exit 2; }

@@ -1,4 +1,12 @@
-"""Command line: ``python -m course_utils grade PATH.ipynb`` and ``python -m course_utils release [--check]``."""
+"""Command line of the course.
+
+  python -m course_utils grade PATH.ipynb [--lab LAB]   grade one notebook and print a per-cell table
+  python -m course_utils release [LAB ...] [--check] [--force]
+                                                        regenerate notebooks/ from solutions/ with nbgrader
+  python -m course_utils export-student DIR             write a student copy of the course (no solutions)
+  python -m course_utils autograde SUBMISSIONS --out RESULTS [options]
+                                                        grade a whole class; see `autograde --help`
+"""
 
 from __future__ import annotations
 
@@ -8,29 +16,20 @@ import sys
 from course_utils import grading
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    grade = commands.add_parser("grade", help="autograde one notebook and print a per-cell table")
-    grade.add_argument("notebook", help="path to a course notebook (.ipynb)")
-    release = commands.add_parser("release", help="regenerate notebooks/ from solutions/ with nbgrader")
-    release.add_argument("labs", nargs="*", help="lab folders to regenerate (default: all)")
-    release.add_argument("--check", action="store_true", help="only report whether notebooks/ is up to date")
-    release.add_argument("--force", action="store_true", help="overwrite student work in notebooks/ (backed up first)")
-    args = parser.parse_args(argv)
+def _grade(args) -> int:
+    try:
+        report = grading.grade_notebook(args.notebook, lab=args.lab)
+    except grading.NotACourseNotebook as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except grading.GradingFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report.table())
+    return 0
 
-    if args.command == "grade":
-        try:
-            report = grading.grade_notebook(args.notebook)
-        except grading.NotACourseNotebook as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except grading.GradingFailed as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(report.table())
-        return 0
 
+def _release(args) -> int:
     try:
         stale = grading.release(args.labs, check=args.check, force=args.force)
     except grading.ReleaseRefused as error:
@@ -44,6 +43,77 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"regenerated notebooks/ for: {', '.join(args.labs or grading.assignments())}")
     return 0
+
+
+def _export_student(args) -> int:
+    from course_utils.grading.course import export_student
+
+    try:
+        destination = export_student(args.directory)
+    except (FileExistsError, grading.ReleaseRefused) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"student copy written to {destination}: `make lab` opens it, `make check` checks the exercises")
+    return 0
+
+
+def _autograde(args) -> int:
+    from course_utils.grading.classroom import autograde
+    from course_utils.grading.remote import Limits
+
+    limits = Limits(exercise_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
+                    memory_bytes=int(args.memory * (1 << 30)))
+    try:
+        rows = autograde(args.submissions, args.out, lab=args.lab, jobs=args.jobs, limits=limits, resume=args.resume,
+                         allow_unsandboxed=args.allow_unsandboxed)
+    except (RuntimeError, NotADirectoryError, grading.NotACourseNotebook) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    counts = {status: sum(row["status"] == status for row in rows) for status in ("graded", "partial", "not-gradable")}
+    resumed = sum(bool(row.get("resumed")) for row in rows)
+    print(f"{len(rows)} submissions: " + ", ".join(f"{n} {status}" for status, n in counts.items())
+          + (f" ({resumed} unchanged since the last run, not regraded)" if resumed else ""))
+    print(f"grades: {args.out}/grades.csv; feedback: {args.out}/feedback/; nbgrader course: {args.out}/nbgrader/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    grade = commands.add_parser("grade", help="grade one notebook and print a per-cell table")
+    grade.add_argument("notebook", help="path to a course notebook (.ipynb)")
+    grade.add_argument("--lab", help="grade as this lab (default: recognized from the notebook's graded cells)")
+    grade.set_defaults(run=_grade)
+    release = commands.add_parser("release", help="regenerate notebooks/ from solutions/ with nbgrader")
+    release.add_argument("labs", nargs="*", help="lab folders to regenerate (default: all)")
+    release.add_argument("--check", action="store_true", help="only report whether notebooks/ is up to date")
+    release.add_argument("--force", action="store_true", help="overwrite work in notebooks/ after backing it up")
+    release.set_defaults(run=_release)
+    export = commands.add_parser("export-student", help="write a student copy of the course into a new folder")
+    export.add_argument("directory", help="the folder to create")
+    export.set_defaults(run=_export_student)
+    auto = commands.add_parser(
+        "autograde",
+        help="grade a whole class: grades.csv, feedback pages and nbgrader's gradebook",
+        description="Grade every submission under SUBMISSIONS: submitted/<student>/<lab>/<notebook>.ipynb, "
+        "<student>/<any name>.ipynb, or <student>.ipynb. The lab is recognized from each notebook's graded cells.",
+    )
+    auto.add_argument("submissions", help="folder of submissions")
+    auto.add_argument("--out", required=True, help="results folder: grades.csv, feedback/, nbgrader/, state.json")
+    auto.add_argument("--lab", help="grade every notebook as this lab")
+    auto.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: number of cores)")
+    auto.add_argument("--cell-timeout", type=float, default=120.0,
+                      help="seconds for one exercise's test cell (default 120; the ci profile's slowest takes a few)")
+    auto.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds for one notebook (default 600)")
+    auto.add_argument("--memory", type=float, default=4.0, help="GB of memory for one notebook's worker (default 4)")
+    auto.add_argument("--resume", action="store_true", help="skip submissions unchanged since the last run")
+    auto.add_argument("--allow-unsandboxed", action="store_true",
+                      help="grade even where no sandbox can be had (student code then runs unconfined)")
+    auto.set_defaults(run=_autograde)
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 if __name__ == "__main__":

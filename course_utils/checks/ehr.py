@@ -1,11 +1,15 @@
-"""Checks for Lab 4 (EHR): patient sequences, the BEHRT embedding sum, event masking, the outcome head."""
+"""Checks for Lab 4 (EHR): patient sequences, the BEHRT embedding sum, event masking, the outcome head.
+
+Random results are judged by counts: a count must lie between exact binomial quantiles that a correct
+function misses with probability at most ``FALSE_FAILURE`` (over seeds), so a test cell running k such
+checks fails correct work with probability at most k * ``FALSE_FAILURE`` (union bound).
+"""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
+from scipy.stats import binom
 from torch import nn
 
 from course_utils.checks import expect, expect_close, gradients, expect_input_untouched, expect_tensor, passed
@@ -57,6 +61,8 @@ def check_patient_sequence(patient_sequence_fn) -> None:
         "MEDS_BIRTH appears as a token: it only sets the ages, it is not an event of the timeline",
     )
     seps = got_tokens.count("[SEP]")
+    expect(seps > 0, "no [SEP] in your sequence: every visit ends with [SEP]")
+    expect(seps != 1, "one [SEP] for three visits: every visit ends with its own [SEP]")
     expect(seps != 6, "you put [SEP] after every event; it goes after every *visit*")
     expect(seps != 2 or got_tokens[-1] == "[SEP]", "the last visit needs its closing [SEP] too")
     expect(
@@ -88,12 +94,15 @@ def check_patient_sequence(patient_sequence_fn) -> None:
     passed("visit indices and alternating segments")
 
 
-def compare_patient_sequence(patient_sequence_fn, times: np.ndarray, tokens: list[str]) -> None:
-    """The student's sequence equals the reference on one patient (for hidden tests)."""
-    got, expected = patient_sequence_fn(times.copy(), list(tokens)), patient_sequence(times, tokens)
+def compare_patient_sequence(patient_sequence_fn, times: np.ndarray, tokens: list[str], visit_gap=None) -> None:
+    """The student's sequence equals the reference on one patient (for hidden tests); ``visit_gap`` is passed
+    only when given, so the default is tested too."""
+    gap = () if visit_gap is None else (visit_gap,)
+    got, expected = patient_sequence_fn(times.copy(), list(tokens), *gap), patient_sequence(times, tokens, *gap)
     expect(
         tuple(list(part) for part in got) == tuple(expected),
-        f"your sequence differs from the reference for tokens {tokens}",
+        f"your sequence differs from the reference for tokens {tokens}"
+        + ("" if visit_gap is None else f" with visit_gap={visit_gap}"),
     )
 
 
@@ -149,30 +158,116 @@ def check_embed_events(embed_events) -> None:
         "your embedding differs from LayerNorm(code + age + visit + segment)",
     )
     passed("LayerNorm(code + age + visit + segment)")
+
     module, batch = _embedding(dropout=0.5)
     module.train()
-    out = embed_events(module, batch["input_ids"], batch["ages"], batch["visits"], batch["segments"])
-    zeros = (out == 0).float().mean().item()
-    expect(zeros > 0.3, "dropout is not applied in training mode: finish with module.dropout(...)")
-    passed("dropout in training mode")
+    inputs = (batch["input_ids"], batch["ages"], batch["visits"], batch["segments"])
+    torch.manual_seed(1)
+    out = embed_events(module, *inputs)
+    with torch.no_grad():
+        summed = module.code(inputs[0]) + module.age(inputs[1]) + module.visit(inputs[2]) + module.segment(inputs[3])
+        torch.manual_seed(1)
+        expected = module.dropout(module.norm(summed))
+        torch.manual_seed(1)
+        dropout_first = module.norm(module.dropout(summed))
+        no_dropout = module.norm(summed)
+    expect_tensor(out, "the embedding in training mode", shape=(2, 6, 16))
+    expect(not torch.allclose(out, dropout_first, atol=1e-5), "dropout comes last, after the LayerNorm")
+    expect(
+        not torch.allclose(out, no_dropout, atol=1e-5),
+        "dropout is not applied in training mode: finish with module.dropout(...)",
+    )
+    expect_close(out, expected, "in training mode your embedding differs from dropout(LayerNorm(sum))")
+    passed("dropout last, in training mode")
 
 
-def _structural_batch(rows: int = 64, length: int = 40, vocab_size: int = 30, seed: int = 0) -> torch.Tensor:
-    """[CLS] codes [SEP] codes [SEP] then padding, with varying lengths."""
+def event_batch(rows: int = 64, length: int = 40, vocab_size: int = 30, seed: int = 0) -> torch.Tensor:
+    """``[rows, length]`` ids: [CLS], three visits of codes each closed by [SEP] (the last of varying length),
+    then [PAD]."""
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, (rows, length), generator=generator)
     ids[:, 0] = CLS_ID
-    ids[:, 9] = SEP_ID
-    ids[:, 20] = SEP_ID
+    ids[:, length // 4] = SEP_ID
+    ids[:, length // 2] = SEP_ID
     for row in range(rows):
-        ids[row, 21 + row % 19 :] = PAD_ID
+        last_sep = length // 2 + 2 + row % (length - length // 2 - 2)
+        ids[row, last_sep] = SEP_ID
+        ids[row, last_sep + 1 :] = PAD_ID
     return ids
 
 
+FALSE_FAILURE = 1e-7
+
+
+def count_range(n: int, p_low: float, p_high: float | None = None, alpha: float = FALSE_FAILURE) -> tuple[int, int]:
+    """``(low, high)``: a count of successes in ``n`` independent trials of chance ``p`` in ``[p_low, p_high]`` falls
+    below ``low`` or above ``high`` with probability at most ``alpha`` (exact binomial quantiles, alpha/2 per side)."""
+    p_high = p_low if p_high is None else p_high
+    return int(binom.ppf(alpha / 2, n, p_low)), int(binom.isf(alpha / 2, n, p_high))
+
+
+def expect_share(count: int, n: int, p_low: float, p_high: float | None, what: str, hint: str = "") -> None:
+    """``count`` of ``n`` is a share ``p`` in ``[p_low, p_high]`` (see ``count_range``); fails correct work with
+    probability at most ``FALSE_FAILURE``."""
+    low, high = count_range(n, p_low, p_high)
+    expected = f"{p_low:.3f}" if p_high in (None, p_low) else f"{p_low:.3f} to {p_high:.3f}"
+    expect(
+        low <= count <= high,
+        f"{what} is {count / max(n, 1):.3f} over {n}, expected {expected} "
+        f"(a correct masker lands in {low / max(n, 1):.3f}..{high / max(n, 1):.3f} except once in 10 million)",
+        hint,
+    )
+
+
+def expect_80_10_10(masked: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, vocab_size: int) -> None:
+    """The selected events (labels != -100) became [MASK] 80%, another code 10%, stayed 10%; random draws are codes.
+
+    Three ``expect_share`` checks: a false-failure rate of at most 3 * ``FALSE_FAILURE``."""
+    selected = labels != IGNORE_INDEX
+    shown, original = masked[selected], ids[selected]
+    n, codes = len(shown), vocab_size - len(SPECIAL_TOKENS)
+    is_random = (shown != MASK_ID) & (shown != original)
+    drawn = shown[is_random]
+    expect(
+        not torch.isin(drawn, torch.tensor([PAD_ID, CLS_ID, SEP_ID, UNK_ID])).any(),
+        "a random replacement drew a special token: draw only real codes (ids >= 5)",
+    )
+    expect(bool((drawn < vocab_size).all()), "a random replacement is not an id of the vocabulary (ids < vocab_size)")
+    expect_share(
+        int((shown == MASK_ID).sum()),
+        n,
+        0.8,
+        None,
+        "the [MASK] share of the selected events",
+        "one decision per selected event: 80% [MASK], 10% a random code, 10% unchanged",
+    )
+    # A random code equals the original with chance 1/codes when drawn uniformly (0 when the draw avoids it),
+    # so the replaced share lies in 10% * [1 - 1/codes, 1] and the unchanged share in 10% + 10% * [0, 1/codes].
+    expect_share(
+        int(is_random.sum()),
+        n,
+        0.1 * (1 - 1 / codes),
+        0.1,
+        "the share of selected events replaced by another code",
+        "10% of the selected events become a random code, not 20% and not 0%",
+    )
+    expect_share(
+        int((shown == original).sum()),
+        n,
+        0.1,
+        0.1 + 0.1 / codes,
+        "the share of selected events left unchanged",
+        "10% of the selected events keep their original code",
+    )
+
+
 def check_mask_events(mask_events) -> None:
-    """Exercise 3: BERT masking that never touches [PAD], [CLS] or [SEP] and never draws a special token."""
+    """Exercise 3: BERT masking that never touches [PAD], [CLS] or [SEP] and never draws a special token.
+
+    Four ``expect_share`` checks: a correct masker fails this check with probability at most 4e-7 (over seeds).
+    """
     vocab_size = 30
-    ids = _structural_batch(vocab_size=vocab_size)
+    ids = event_batch(vocab_size=vocab_size)
     structural = (ids == PAD_ID) | (ids == CLS_ID) | (ids == SEP_ID)
     masked, labels = expect_input_untouched(mask_events, ids, vocab_size, 1.0, torch.Generator().manual_seed(0))
     expect_tensor(masked, "masked_ids", shape=ids.shape, dtype=ids.dtype)
@@ -200,27 +295,29 @@ def check_mask_events(mask_events) -> None:
         "structural tokens changed in masked_ids: leave [PAD], [CLS] and [SEP] as they are",
     )
     passed("[PAD], [CLS] and [SEP] are never selected")
+    # With about 1700 selected codes, a correct masker makes no random replacement with probability below 1e-70.
     replaced = selected & (masked != MASK_ID) & (masked != ids)
     expect(replaced.any(), "no random replacements at all: 10% of selected events become a random code")
-    drawn = masked[replaced]
-    expect(
-        not torch.isin(drawn, torch.tensor([PAD_ID, CLS_ID, SEP_ID, MASK_ID, UNK_ID])).any(),
-        "a random replacement drew a special token: draw only real codes (ids >= 5)",
+    expect_80_10_10(masked, ids, labels, vocab_size)
+    passed("80% [MASK], 10% a random code, 10% unchanged; random replacements are real codes")
+
+    big = event_batch(rows=400, length=60, vocab_size=vocab_size, seed=1)
+    eligible = big >= len(SPECIAL_TOKENS)
+    masked, labels = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(1))
+    selected = labels != IGNORE_INDEX
+    expect(torch.equal(masked[~selected], big[~selected]), "you changed an event that was not selected")
+    expect_share(
+        int(selected[eligible].sum()),
+        int(eligible.sum()),
+        0.15,
+        None,
+        "the selection rate over the events",
+        "select each code independently with probability mlm_probability; the rate is over events, not all positions",
     )
-    passed("random replacements are real codes")
-    # Selection rate: n eligible positions, p = 0.15; 5-sigma binomial bounds.
-    big = _structural_batch(rows=400, length=60, vocab_size=vocab_size, seed=1)
-    eligible = int((big >= len(SPECIAL_TOKENS)).sum())
-    _, labels = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(1))
-    rate = (labels != IGNORE_INDEX).sum().item() / eligible
-    bound = 5 * math.sqrt(0.15 * 0.85 / eligible)
-    expect(
-        abs(rate - 0.15) < bound,
-        f"selected {rate:.3f} of the events, expected 0.15 +- {bound:.3f}",
-        "the rate is over events, not over all positions",
-    )
-    passed(f"selection rate {rate:.3f} of events (expected 0.15)")
+    passed(f"selection rate {int(selected.sum()) / int(eligible.sum()):.3f} of events (expected 0.15)")
+    torch.manual_seed(0)
     first = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(7))
+    torch.manual_seed(1)  # the global generator moves on; only the generator passed in may decide
     second = mask_events(big, vocab_size, 0.15, torch.Generator().manual_seed(7))
     expect(
         torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]),

@@ -1,11 +1,14 @@
 """Checks for Lab 3 (MAE): each compares a student's function with the reference in
-``course_utils`` and, when they differ, tests the usual wrong answers to name the mistake."""
+``course_utils`` and, when they differ, tests the usual wrong answers to name the mistake.
+
+The random exercises (``random_masking``, ``encode_visible``) are checked on their contract, never on one
+draw order: ``expect_masking`` and ``expect_encoding`` accept any valid mask and judge the rest against it."""
 
 from __future__ import annotations
 
 import torch
 
-from course_utils.checks import expect, expect_close, expect_input_untouched, expect_tensor, passed
+from course_utils.checks import Misconception, expect, expect_close, expect_input_untouched, expect_tensor, passed
 from course_utils import vision
 from course_utils.models.mae import MAEConfig, MaskedAutoencoder, masked_mse, normalized_patches
 
@@ -87,80 +90,161 @@ def check_unpatchify(unpatchify) -> None:
     passed("round trip for one channel and a different patch size")
 
 
+def _expect_mask(mask: torch.Tensor, ids_restore: torch.Tensor, L_keep: int) -> None:
+    """``mask`` and ``ids_restore`` ``[B, L]`` as ``random_masking`` returns them, with ``L_keep`` patches kept per row:
+    a 0/1 mask removing ``L - L_keep`` per row, a permutation, and mask == 1 exactly where ``ids_restore >= L_keep``."""
+    B, L = mask.shape
+    mask = mask.float()
+    expect(bool(((mask == 0) | (mask == 1)).all()), "mask must hold only 0 (kept) and 1 (removed)")
+    removed = mask.sum(dim=1)
+    if not torch.all(removed == L - L_keep):
+        expect(
+            not torch.all(removed == L_keep),
+            "mask uses 1 for kept; MAE's mask is 1 for a removed patch, 0 for a kept one",
+        )
+        raise Misconception(
+            f"every row must remove L - int(L * (1 - mask_ratio)) = {L - L_keep} of its {L} patches; "
+            f"yours remove {sorted(set(removed.int().tolist()))[:5]}"
+        )
+    expect(not ids_restore.is_floating_point(), "ids_restore must hold integer indices (argsort returns them)")
+    ids_restore = ids_restore.long()
+    expect(
+        torch.equal(ids_restore.sort(dim=1).values, torch.arange(L).expand(B, L)),
+        f"ids_restore must be a permutation of 0..{L - 1} in every row",
+        "ids_restore = argsort(ids_shuffle)",
+    )
+    expected = (ids_restore >= L_keep).float()
+    if not torch.equal(mask, expected):
+        shuffled = torch.cat([torch.zeros(B, L_keep), torch.ones(B, L - L_keep)], dim=1)
+        expect(
+            not torch.equal(mask, shuffled),
+            "forgot to unshuffle the mask: it must be in the original patch order",
+            "build it in shuffled order (zeros first), then gather with ids_restore",
+        )
+        expect(
+            not torch.equal(mask, 1 - expected),
+            "mask uses 1 for kept; MAE's mask is 1 for a removed patch, 0 for a kept one",
+        )
+        expect(
+            not torch.equal(mask, (ids_restore.argsort(dim=1) >= L_keep).float()),
+            "forgot to unshuffle: ids_restore is argsort(ids_shuffle), not ids_shuffle",
+        )
+        raise Misconception(
+            f"mask and ids_restore disagree: the removed patches (mask == 1) are those with ids_restore >= L_keep = {L_keep}"
+            "\nHint: take both from one shuffle"
+        )
+
+
+def _triple(result, call: str) -> tuple:
+    expect(
+        isinstance(result, (tuple, list)) and len(result) == 3,
+        f"{call} should return a tuple of three tensors, got {type(result).__name__}",
+    )
+    return tuple(result)
+
+
+def expect_masking(x: torch.Tensor, mask_ratio: float, result, call: str = "random_masking") -> None:
+    """``result = random_masking(x, mask_ratio, ...)`` keeps the contract, whatever the draw: ``int(L * (1 - mask_ratio))``
+    patches kept per row, mask 1 = removed, ``ids_restore`` a permutation that agrees with the mask, and
+    ``x_visible`` the kept rows of ``x`` in the order ``ids_restore`` gives them."""
+    B, L, D = x.shape
+    L_keep = int(L * (1 - mask_ratio))
+    visible, mask, ids_restore = _triple(result, call)
+    expect_tensor(visible, f"x_visible of {call}", shape=(B, L_keep, D))
+    expect_tensor(mask, f"mask of {call}", shape=(B, L))
+    expect_tensor(ids_restore, f"ids_restore of {call}", shape=(B, L))
+    _expect_mask(mask, ids_restore, L_keep)
+    ids_shuffle = ids_restore.long().argsort(dim=1)
+    kept = x.gather(1, ids_shuffle[:, :L_keep, None].expand(-1, -1, D))
+    if not _same(visible, kept):
+        in_patch_order = x.gather(1, ids_shuffle[:, :L_keep].sort(dim=1).values[..., None].expand(-1, -1, D))
+        expect(
+            not _same(visible, in_patch_order),
+            "x_visible is in patch order, but ids_restore expects it shuffled: "
+            "x_visible[:, i] must be the patch at ids_shuffle[:, i] (ids_shuffle = argsort(ids_restore))",
+            "gather x with ids_keep = ids_shuffle[:, :L_keep]",
+        )
+        raise Misconception(
+            "x_visible is not x at the kept positions (mask == 0) in the order ids_restore gives them"
+            "\nHint: x_visible = gather(x, 1, ids_keep), the same ids_keep that decided the mask"
+        )
+
+
 def check_random_masking(random_masking) -> None:
-    """``random_masking(x, mask_ratio, generator)`` matches the reference for the same noise."""
+    """``random_masking(x, mask_ratio, generator)``: the contract's invariants, and the generator decides the draw."""
     x = torch.randn(3, 16, 5)
-    visible, mask, ids_restore = expect_input_untouched(random_masking, x, 0.75, torch.Generator().manual_seed(0))
-    ref_visible, ref_mask, ref_restore = vision.random_masking(x, 0.75, torch.Generator().manual_seed(0))
-    expect_tensor(visible, "x_visible", shape=(3, 4, 5))
-    expect_tensor(mask, "mask", shape=(3, 16))
-    expect_tensor(ids_restore, "ids_restore", shape=(3, 16))
-    expect(not _same(mask, 1 - ref_mask), "mask uses 1 for kept; MAE's mask is 1 for a removed patch, 0 for a kept one")
-    ids_shuffle = ref_restore.argsort(dim=1)
-    shuffled_mask = torch.ones(3, 16)
-    shuffled_mask[:, :4] = 0
-    expect(
-        not _same(mask, shuffled_mask),
-        "forgot to unshuffle the mask: it must be in the original patch order",
-        "build it in shuffled order (zeros first), then gather with ids_restore",
-    )
-    expect(
-        not _same(ids_restore, ids_shuffle), "forgot to unshuffle: ids_restore is argsort(ids_shuffle), not ids_shuffle"
-    )
-    expect(
-        not _same(mask, (ref_restore < 12).float()),
-        "you kept the patches with the highest noise; keep the lowest (the first ones after argsort)",
-    )
-    expect_close(
-        mask,
-        ref_mask,
-        "mask differs from the reference for the same noise",
-        hint="noise = torch.rand(B, L, generator=generator)",
-    )
-    expect(_same(ids_restore, ref_restore), "ids_restore differs from argsort(argsort(noise))")
-    expect_close(visible, ref_visible, "x_visible is not x gathered at the kept indices, in shuffled order")
-    passed("mask (1 = removed), ids_restore and x_visible match the reference")
-    _, mask_half, _ = random_masking(torch.randn(2, 10, 3), 0.5, torch.Generator().manual_seed(1))
-    expect(
-        torch.all(mask_half.sum(dim=1) == 5), "with L = 10 and mask_ratio = 0.5, keep int(L * (1 - 0.5)) = 5 patches"
-    )
+    first = expect_input_untouched(random_masking, x, 0.75, torch.Generator().manual_seed(0))
+    expect_masking(x, 0.75, first, "random_masking(x [3, 16, 5], 0.75, generator)")
+    passed("12 of 16 patches removed per row; mask (1 = removed), ids_restore and x_visible agree")
+    half = torch.randn(2, 10, 3)
+    expect_masking(half, 0.5, random_masking(half, 0.5, torch.Generator().manual_seed(1)), "random_masking(x [2, 10, 3], 0.5)")
     passed("keeps int(L * (1 - mask_ratio)) patches")
+    again = _triple(random_masking(x, 0.75, torch.Generator().manual_seed(0)), "random_masking")
+    expect(
+        all(torch.equal(a, b) for a, b in zip(first, again)),
+        "two generators seeded alike gave different results: draw all the randomness from generator",
+        "torch.rand(B, L, generator=generator)",
+    )
+    # A correct random_masking draws the same 3 masks for another seed with probability C(16, 4)**-3 < 2e-10.
+    other = _triple(random_masking(x, 0.75, torch.Generator().manual_seed(1)), "random_masking")
+    expect(not torch.equal(other[1], first[1]), "generators seeded differently gave the same mask: it must be random")
+    passed("the generator decides the draw: same seed, same result; another seed, another mask")
 
 
-def check_encode_visible(encode_visible) -> None:
-    """``encode_visible(model, imgs, mask_ratio, generator)`` equals ``model.forward_encoder``."""
-    model, imgs = _small_model(), torch.rand(2, 3, 8, 8)
+def expect_encoding(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float, result, call: str = "encode_visible") -> None:
+    """``result = encode_visible(model, imgs, mask_ratio, ...)``: a valid mask and ``ids_restore`` (any draw), and the
+    latent that ``model``'s own modules give for the visible patches they name."""
+    B, L, D = imgs.shape[0], model.config.num_patches, model.config.dim
+    L_keep = int(L * (1 - mask_ratio))
+    latent, mask, ids_restore = _triple(result, call)
+    expect_tensor(latent, "latent")
+    expect(
+        L_keep == L or latent.shape[1] != 1 + L,
+        "the encoder saw all patches; MAE's encoder sees only the visible ones (and cls)",
+    )
+    expect(latent.shape[1] != L_keep, "forgot the cls token: prepend model.cls_token (plus its position, row 0)")
+    expect_tensor(latent, "latent", shape=(B, 1 + L_keep, D))
+    expect_tensor(mask, "mask", shape=(B, L))
+    expect_tensor(ids_restore, "ids_restore", shape=(B, L))
+    _expect_mask(mask, ids_restore, L_keep)
     with torch.no_grad():
-        latent, mask, ids_restore = encode_visible(model, imgs, 0.75, torch.Generator().manual_seed(0))
-        ref_latent, ref_mask, _ = model.forward_encoder(imgs, 0.75, torch.Generator().manual_seed(0))
-        expect_tensor(latent, "latent")
-        expect(
-            latent.shape[1] != 1 + 16, "the encoder saw all patches; MAE's encoder sees only the visible ones (and cls)"
-        )
-        expect(latent.shape[1] != 4, "forgot the cls token: prepend model.cls_token (plus its position, row 0)")
-        expect_tensor(latent, "latent", shape=(2, 5, 32))
-        expect(
-            _same(mask, ref_mask),
-            "mask differs: call random_masking(x, mask_ratio, generator) once, on the embedded patches",
-        )
-        if not _same(latent, ref_latent):
-            x, _, _ = vision.random_masking(
-                model.patch_embed(vision.patchify(imgs, 2)), 0.75, torch.Generator().manual_seed(0)
-            )
-            cls = model.cls_token.expand(2, -1, -1)
-            no_positions = model.encoder(torch.cat([cls, x], dim=1))
+        patches = model.patch_embed(vision.patchify(imgs, model.config.patch_size))  # [B, L, D], patch order
+        ids_keep = ids_restore.long().argsort(dim=1)[:, :L_keep, None].expand(-1, -1, D)
+        visible = (patches + model.pos_embed[:, 1:]).gather(1, ids_keep)
+        cls = (model.cls_token + model.pos_embed[:, :1]).expand(B, -1, -1)
+        expected = model.encoder(torch.cat([cls, visible], dim=1))
+        if not _same(latent, expected):
+            no_positions = model.encoder(torch.cat([model.cls_token.expand(B, -1, -1), patches.gather(1, ids_keep)], 1))
             expect(
                 not _same(latent, no_positions),
                 "forgot the position embeddings: add model.pos_embed[:, 1:] before masking",
             )
-            late = model.encoder(torch.cat([cls, x + model.pos_embed[:, 1 : 1 + 4]], dim=1))
+            late = model.encoder(torch.cat([cls, patches.gather(1, ids_keep) + model.pos_embed[:, 1 : 1 + L_keep]], 1))
             expect(
                 not _same(latent, late),
-                "position embeddings added after masking: the first 4 positions went to 4 random patches",
+                f"position embeddings added after masking: the first {L_keep} positions went to {L_keep} random patches",
                 "add pos_embed to all L patches first, then mask",
             )
-            expect_close(latent, ref_latent, "latent differs from model.forward_encoder")
-    passed("the encoder runs on cls + visible patches only and matches model.forward_encoder")
+            expect_close(
+                latent,
+                expected,
+                "latent is not model.encoder on cls + the visible patches (embedded, with positions) in ids_restore's order",
+            )
+
+
+def check_encode_visible(encode_visible) -> None:
+    """``encode_visible(model, imgs, mask_ratio, generator)``: the encoder's output for the patches its mask keeps."""
+    model, imgs = _small_model(), torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        first = expect_input_untouched(encode_visible, model, imgs, 0.75, torch.Generator().manual_seed(0))
+        expect_encoding(model, imgs, 0.75, first, "encode_visible(model, imgs [2, 3, 8, 8], 0.75, generator)")
+        passed("the encoder runs on cls + the 4 visible patches, with their positions, that mask and ids_restore name")
+        again = _triple(encode_visible(model, imgs, 0.75, torch.Generator().manual_seed(0)), "encode_visible")
+        expect(
+            torch.equal(again[1], first[1]) and torch.equal(again[2], first[2]),
+            "two generators seeded alike gave different masks: pass generator on to random_masking",
+        )
+    passed("the generator decides the mask")
 
 
 def check_decoder_input(decoder_input) -> None:

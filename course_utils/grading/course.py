@@ -153,3 +153,90 @@ def release(labs: list[str] | None = None, check: bool = False, force: bool = Fa
             shutil.rmtree(NOTEBOOKS / lab, ignore_errors=True)
             shutil.copytree(fresh / lab, NOTEBOOKS / lab)
         return stale
+
+
+STUDENT_README = """# Masked Prediction, the course: student copy
+
+Hide part of the input, train a model to fill it back in, and it learns the structure of the data
+without a single label. Each lab is a notebook under `notebooks/`, with exercises you fill in.
+
+## Two commands
+
+On a machine with Python 3.11 and `make`:
+
+```bash
+make lab     # creates .venv, installs the course, and opens JupyterLab on notebooks/
+make check   # checks your work: every exercise of every notebook, one line each
+make check NB=notebooks/lab01_masking/lab01_masking.ipynb   # one notebook
+```
+
+The first run installs PyTorch and friends (a few minutes); later runs reuse `.venv`.
+
+## Working on a lab
+
+1. Open `notebooks/lab00_setup/lab00_setup.ipynb` first; the labs are meant in order.
+2. Each exercise is one function with its signature and docstring; replace `raise NotImplementedError()`.
+3. The test cell under each exercise runs the visible checks. A failed check names the likely
+   misconception and hints at the fix. "Run All" runs every cell, so plots and training cells run
+   even while an exercise is unfinished: they use the course's reference implementations.
+4. `make check` grades what you wrote the way the instructor's grader does: only the definitions in
+   your exercise cells count, they run in a separate process, and an exercise that calls the course's
+   own reference implementation of itself earns nothing. Here only the visible checks run; the hidden
+   tests run at the instructor's end.
+
+`course_utils/` holds the reference implementations the later labs import, so a lab you struggled
+with never blocks the next.
+"""
+
+STUDENT_MAKEFILE = """# The student copy's entry points. Everything runs inside .venv, created on first use.
+#   make lab     set up and open JupyterLab on the notebooks
+#   make check   check your exercises (NB=path/to/notebook.ipynb for one notebook)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+NB ?= $(wildcard notebooks/*/*.ipynb)
+
+.PHONY: install lab check
+
+$(STAMP): pyproject.toml constraints.txt
+\ttest -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+\t$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+\ttouch $(STAMP)
+
+install: $(STAMP)
+
+lab: install
+\t$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
+check: install
+\tfor notebook in $(NB); do $(BIN)/python -m course_utils grade "$$notebook" || exit 1; echo; done
+"""
+
+STUDENT_FILES = ("pyproject.toml", "constraints.txt", "environment.yml")
+
+
+def export_student(destination: Path) -> Path:
+    """Write a student copy of the course into ``destination`` (which must not exist yet): the released
+    notebooks, ``course_utils``, the install files, a student README and a Makefile. No ``solutions/``,
+    no hidden tests, no instructor tooling."""
+    destination = Path(destination)
+    if destination.exists():
+        raise FileExistsError(f"{destination} already exists; choose a new folder for the student copy")
+    stale = release(check=True)
+    if stale:
+        raise ReleaseRefused(f"notebooks/ is out of date with solutions/ ({', '.join(stale)}); run `make release` first")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.backup-*")
+    destination.mkdir(parents=True)
+    shutil.copytree(REPO / "course_utils", destination / "course_utils", ignore=ignore)
+    notebooks = destination / "notebooks"
+    notebooks.mkdir()
+    for lab in assignments():
+        shutil.copytree(NOTEBOOKS / lab, notebooks / lab, ignore=ignore)
+    for name in STUDENT_FILES:
+        shutil.copy2(REPO / name, destination / name)
+    (destination / "README.md").write_text(STUDENT_README)
+    (destination / "Makefile").write_text(STUDENT_MAKEFILE)
+    (destination / ".gitignore").write_text(".venv/\n__pycache__/\n*.egg-info/\n.ipynb_checkpoints/\n")
+    return destination

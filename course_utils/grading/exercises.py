@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from course_utils.grading.definitions import function_named
 
 SOLUTION_REGION = re.compile(r"^[ \t]*### BEGIN SOLUTION.*?^[ \t]*### END SOLUTION[^\n]*\n?", re.S | re.M)
+HIDDEN_REGION = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
+STUB = "raise NotImplementedError()"
 
 
 @dataclass
@@ -100,7 +102,9 @@ def student_answers(notebook, lab: Lab, trusted_notebook) -> tuple[list[tuple[st
     for grade_id in lab.solution_ids:
         tagged = [cell for cell in code if _nbgrader(cell).get("grade_id") == grade_id]
         if len(tagged) > 1:
-            notes.append(f"{grade_id}: {len(tagged)} cells carry this grade id; graded the first")
+            answered = [cell for cell in tagged if STUB not in cell.source] or tagged
+            notes.append(f"{grade_id}: {len(tagged)} cells carry this grade id; graded the last one answered")
+            tagged = answered[-1:]
         if tagged:
             answers.append((grade_id, tagged[0].source))
             continue
@@ -115,3 +119,18 @@ def student_answers(notebook, lab: Lab, trusted_notebook) -> tuple[list[tuple[st
         else:
             notes.append(f"{grade_id}: no cell of the submission answers this exercise")
     return answers, notes
+
+
+def _lines(source: str) -> list[str]:
+    return [line.rstrip() for line in source.strip().splitlines() if line.strip()]
+
+
+def edited_tests(notebook, lab: Lab) -> list[str]:
+    """Notes on test cells the submission changed; they are ignored, since the instructor's copy runs."""
+    sources = {_nbgrader(cell).get("grade_id"): cell.source for cell in notebook.cells if cell.cell_type == "code"}
+    notes = []
+    for exercise in lab.exercises:
+        mine = sources.get(exercise.test_id)
+        if mine is not None and _lines(mine) != _lines(HIDDEN_REGION.sub("", exercise.test_source)):
+            notes.append(f"{exercise.test_id}: the submission edited this test cell; the instructor's version ran")
+    return notes

@@ -19,13 +19,14 @@ import inspect
 import io
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 from course_utils.grading import sandbox
 from course_utils.grading.course import SOLUTIONS, NOTEBOOKS, NotACourseNotebook, assignments, read_notebook
 from course_utils.grading.definitions import function_named, normalized_body
-from course_utils.grading.exercises import Lab, read_lab, student_answers
+from course_utils.grading.exercises import Lab, edited_tests, read_lab, student_answers
 from course_utils.grading.remote import ForbiddenCall, Limits, RemoteFunction, Worker, WorkerLost
 from course_utils.grading.report import CellGrade, GradeReport
 
@@ -135,6 +136,8 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
     reference = read_notebook(reference_path) if trusted else notebook
     lab_spec = read_lab(reference, assignment, reference_path.stem)
     answers, notes = student_answers(notebook, lab_spec, reference)
+    if trusted:
+        notes += edited_tests(notebook, lab_spec)
     sandboxed, sandbox_line = sandbox.status()
     if not sandboxed and not allow_unsandboxed:
         raise RuntimeError(sandbox_line + "; pass --allow-unsandboxed to grade anyway")
@@ -157,13 +160,18 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
             except WorkerLost as lost:
                 if lost.cell is None or lost.cell in broken_cells:
                     raise
-                broken_cells[lost.cell] = f"loading this solution cell {lost}"
+                broken_cells[lost.cell] = f"{lost} (this exercise's cell was loading)"
 
     base = {"__name__": "__grader__"}
     exec(compile(lab_spec.imports, "<notebook imports>", "exec"), base)
     answered = dict(answers)
+    notebook_deadline = time.monotonic() + limits.notebook_seconds
     try:
-        start()
+        try:
+            start()
+        except WorkerLost as lost:  # no worker at all: every cell reports why
+            report.cells = [CellGrade(e.test_id, 0.0, e.points, str(lost), incident=str(lost)) for e in lab_spec.exercises]
+            return report
         for cell_id, load in worker.load_reports.items():
             report.notes += [f"{cell_id}: {line}" for line in load["skipped"]]
         for exercise in lab_spec.exercises:
@@ -171,7 +179,7 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
             report.cells.append(grade)
             load = worker.load_reports.get(exercise.name, {})
             if exercise.name in broken_cells:
-                grade.message = broken_cells[exercise.name]
+                grade.message = grade.incident = broken_cells[exercise.name]
                 continue
             if exercise.name not in answered:
                 grade.message = "no answer: the exercise's solution cell is missing"
@@ -179,16 +187,22 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
             if load.get("error"):
                 grade.message = f"{load['error']} in your solution cell"
                 continue
-            if worker.process is None:
-                start()
+            left = notebook_deadline - time.monotonic()
+            if left <= 0:
+                grade.message = grade.incident = f"the notebook's time limit ({limits.notebook_seconds:g} s) ran out before this cell"
+                continue
             namespace = dict(base)
             namespace.update({name: RemoteFunction(worker, name) for name in lab_spec.solution_ids})
             try:
-                worker.begin(exercise.name)
+                if worker.process is None:
+                    start()
+                worker.begin(exercise.name, min(limits.exercise_seconds, left))
                 _run_test(exercise.test_source, exercise.test_id, namespace)
                 grade.score = exercise.points
             except (Exception, ForbiddenCall, WorkerLost) as error:
                 grade.message = _message(error)
+                if isinstance(error, WorkerLost) or isinstance(error, MemoryError) or "MemoryError" in grade.message:
+                    grade.incident = grade.message
             finally:
                 worker.end()
             if trusted and (flag := _copy_flag(answered[exercise.name], exercise.name, exercise.solution_source,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -40,18 +41,18 @@ class StudentError(Exception):
 
 @dataclasses.dataclass
 class Limits:
-    """Bounds on one notebook's worker: seconds per exercise and for loading, bytes of memory and of output."""
+    """Bounds on one notebook's worker: seconds per exercise, for loading and for the whole notebook;
+    bytes of memory (the worker's data segment) and of output kept."""
 
     exercise_seconds: float = 120.0
     startup_seconds: float = 120.0
+    notebook_seconds: float = 600.0
     memory_bytes: int = 4 << 30
     output_bytes: int = 64 << 10
 
 
 def _limit_memory(memory_bytes: int):
-    def apply():
-        import resource
-
+    def apply():  # runs between fork and exec: no imports, no locks
         resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
 
     return apply
@@ -149,9 +150,12 @@ class Worker:
         self.scratch = tempfile.TemporaryDirectory(prefix="course-worker-")
         to_worker_read, to_worker_write = os.pipe()
         from_worker_read, from_worker_write = os.pipe()
-        python = [sys.executable, "-m", "course_utils.grading.worker", str(to_worker_read), str(from_worker_write)]
+        python = [sys.executable, "-m", "course_utils.grading.worker", str(to_worker_read), str(from_worker_write),
+                  self.scratch.name]  # the scratch folder names the worker in `ps`
         prefix = sandbox.command(Path(self.scratch.name)) if self.sandboxed else []
-        env = None if self.sandboxed else {**os.environ, "HOME": self.scratch.name, "MPLCONFIGDIR": self.scratch.name}
+        package_root = str(sandbox.PACKAGE.parent)  # the worker imports the course_utils that the grader runs
+        env = None if self.sandboxed else {**os.environ, "HOME": self.scratch.name, "MPLCONFIGDIR": self.scratch.name,
+                                           "PYTHONPATH": package_root}
         self.process = subprocess.Popen(
             prefix + python,
             stdin=subprocess.DEVNULL,
@@ -202,9 +206,11 @@ class Worker:
         return f"exit status {code}" + (f": {tail[-1]}" if tail else "")
 
     def begin(self, exercise: str, seconds: float | None = None) -> None:
-        """Fork a fresh child for ``exercise`` with its forbidden references watched."""
+        """Fork a fresh child for ``exercise`` with its forbidden references watched; it has ``seconds``
+        (default: the exercise limit) for all its calls."""
         self.exercise = exercise
-        self.deadline = time.monotonic() + (seconds or self.limits.exercise_seconds)
+        self.seconds = seconds or self.limits.exercise_seconds
+        self.deadline = time.monotonic() + self.seconds
         self._send({"op": "fork", "exercise": exercise})
 
     def end(self) -> None:
@@ -233,7 +239,7 @@ class Worker:
         try:
             message = self.channel.receive(self.deadline)
         except ChannelTimeout:
-            self._lost(f"timed out after {self.limits.exercise_seconds:g} s")
+            self._lost(f"timed out after {self.seconds:g} s")
         except ChannelClosed as error:
             self._lost(f"the grading process ended ({self._ending()}; {error})")
         if message["kind"] == "forbidden":

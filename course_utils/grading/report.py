@@ -14,6 +14,7 @@ class CellGrade:
     max_score: float
     message: str = ""
     flags: list[str] = field(default_factory=list)
+    incident: str = ""  # a limit hit or a process lost while grading this cell, for the class report
 
     @property
     def verdict(self) -> str:

@@ -41,14 +41,15 @@ def _python_folders() -> list[str]:
 def command(scratch: Path) -> list[str]:
     """The ``bwrap`` prefix that runs a command in the sandbox with ``scratch`` as its only writable folder."""
     prefix = [bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    prefix += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # first, so later binds under /tmp stay visible
     for folder in SYSTEM_FOLDERS:
         prefix += ["--ro-bind-try", folder, folder]
     for folder in _python_folders():
         prefix += ["--ro-bind", folder, folder]
-    prefix += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(scratch), str(scratch)]
+    prefix += ["--bind", str(scratch), str(scratch)]
     prefix += ["--chdir", str(scratch), "--clearenv", "--setenv", "HOME", str(scratch)]
     prefix += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "MPLCONFIGDIR", str(scratch)]
-    prefix += ["--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--"]
+    prefix += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--"]
     return prefix
 
 

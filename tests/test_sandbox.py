@@ -1,0 +1,76 @@
+"""The sandbox the worker runs in: what student code can and cannot reach."""
+
+from __future__ import annotations
+
+import pytest
+
+from course_utils.grading import SOLUTIONS, sandbox
+from course_utils.grading.remote import Limits, RemoteFunction, Worker
+
+PROBE = '''
+import os, socket
+def probe(outside_file, submissions_folder):
+    seen = {}
+    seen["solutions_visible"] = os.path.exists(SOLUTIONS)
+    seen["submissions_visible"] = os.path.exists(submissions_folder)
+    try:
+        with open(outside_file, "w") as handle:
+            handle.write("escaped")
+        seen["wrote_outside"] = True
+    except OSError:
+        seen["wrote_outside"] = False
+    try:
+        with open("scratch.txt", "w") as handle:
+            handle.write("fine")
+        seen["wrote_scratch"] = True
+    except OSError:
+        seen["wrote_scratch"] = False
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=3)
+        seen["network"] = True
+    except OSError:
+        seen["network"] = False
+    return seen
+'''
+
+needs_sandbox = pytest.mark.skipif(not sandbox.status()[0], reason=sandbox.status()[1])
+
+
+def worker_with(source: str, sandboxed: bool = True) -> Worker:
+    setup = {"imports": "", "cells": [("probe", source.replace("SOLUTIONS", repr(str(SOLUTIONS))))],
+             "forbidden": {}, "threads": 1}
+    worker = Worker(setup, Limits(exercise_seconds=60), sandboxed=sandboxed)
+    worker.start()
+    return worker
+
+
+@needs_sandbox
+def test_sandboxed_code_cannot_see_solutions_or_submissions_write_outside_or_reach_the_network(tmp_path):
+    submissions = tmp_path / "submitted"
+    submissions.mkdir()
+    worker = worker_with(PROBE)
+    try:
+        worker.begin("probe")
+        seen = RemoteFunction(worker, "probe")(str(tmp_path / "escaped.txt"), str(submissions))
+        worker.end()
+    finally:
+        worker.close()
+    assert seen == {"solutions_visible": False, "submissions_visible": False, "wrote_outside": False,
+                    "wrote_scratch": True, "network": False}
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_without_a_sandbox_the_probe_sees_everything_which_is_why_the_report_says_so(tmp_path):
+    worker = worker_with(PROBE, sandboxed=False)
+    try:
+        worker.begin("probe")
+        seen = RemoteFunction(worker, "probe")(str(tmp_path / "escaped.txt"), str(tmp_path))
+        worker.end()
+    finally:
+        worker.close()
+    assert seen["solutions_visible"] and seen["wrote_outside"]
+
+
+def test_the_sandbox_status_is_one_line():
+    available, line = sandbox.status()
+    assert "\n" not in line and line.startswith("sandboxed" if available else "no sandbox")
