@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,19 @@ def build_class(root):
     edit_json(schema, lambda nb: [c["metadata"]["nbgrader"].update(schema_version=4) for c in nb["cells"]
                                   if "nbgrader" in c["metadata"]])
     expected["schema_version_4"] = ("graded", 13)
+    ungraded = submission(root / "test_cell_ungraded", LAB, answers(LAB), name="lab01_masking.ipynb")
+    edit_json(ungraded, lambda nb: [c["metadata"]["nbgrader"].update(grade=False, points=0) for c in nb["cells"]
+                                    if c["metadata"].get("nbgrader", {}).get("grade")])
+    expected["test_cell_ungraded"] = ("graded", 13)
+    old_format = submission(root / "nbformat_4_4", LAB, answers(LAB), name="lab01_masking.ipynb")
+
+    def downgrade(nb):
+        nb["nbformat_minor"] = 4
+        for cell in nb["cells"]:
+            cell.pop("id", None)
+
+    edit_json(old_format, downgrade)
+    expected["nbformat_4_4"] = ("graded", 13)
     submission(root, LAB, answers(LAB), name="misnamed.ipynb")
     (root / "misnamed.ipynb").rename(root / "jdoe_lab01_masking (1).ipynb")
     expected["jdoe_lab01_masking_1"] = ("graded", 13)
@@ -87,8 +101,17 @@ def digests(root):
 
 
 def stray_processes(marker: str) -> list[str]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in listing.splitlines() if "course_utils.grading.worker" in line and marker in line]
+    """Command lines of running grading workers whose scratch folder lies under ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if "course_utils.grading.worker" in command and marker in command:
+            found.append(f"{entry} {command}")
+    return found
 
 
 @pytest.mark.notebook
@@ -133,3 +156,29 @@ def test_a_hostile_class_grades_in_one_command(tmp_path):
     assert again.returncode == 0 and f"({len(expected)} unchanged since the last run" in again.stdout, again.stdout
     assert {r["student"]: r["score"] for r in csv.DictReader(open(results / "grades.csv"))} == {
         s: r["score"] for s, r in rows.items()}
+
+
+@pytest.mark.notebook
+def test_ctrl_c_of_the_grader_leaves_no_process_and_no_scratch_folder(tmp_path):
+    classroom, scratch = tmp_path / "class", tmp_path / "tmp"
+    scratch.mkdir()
+    for student in ("hangs_a", "hangs_b"):
+        submission(classroom / student, LAB, with_build_labels(HOSTILE_BODIES["ignores_sigint"]), name="lab.ipynb")
+    command = [sys.executable, "-m", "course_utils", "autograde", str(classroom), "--out", str(tmp_path / "results"),
+               "--jobs", "2", "--cell-timeout", "300"]
+    log = open(tmp_path / "grader.log", "w")
+    grader = subprocess.Popen(command, cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)}, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while not stray_processes(str(scratch)) and time.monotonic() < deadline and grader.poll() is None:
+            time.sleep(0.5)
+        assert stray_processes(str(scratch)), f"no worker started: {(tmp_path / 'grader.log').read_text()[-2000:]}"
+    except BaseException:
+        grader.kill()
+        raise
+    time.sleep(3)  # let the workers reach the hanging exercise
+    grader.send_signal(signal.SIGINT)
+    assert grader.wait(timeout=60) != 0
+    time.sleep(1)
+    assert not stray_processes(str(scratch)), stray_processes(str(scratch))
+    assert not list(scratch.iterdir()), list(scratch.iterdir())

@@ -5,7 +5,6 @@ Each grading case edits a copy of Lab 0's student notebook the way a student mig
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys

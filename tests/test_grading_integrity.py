@@ -8,14 +8,13 @@ under the exercise's name), once as the instructor's solution made noisy (warnin
 from __future__ import annotations
 
 import hashlib
-import importlib
 
 import pytest
 from submissions import LABS, answers, full_marks, grade, points, submission
 
-from course_utils.grading import sandbox
-from course_utils.grading.exercises import read_lab
+from course_utils.grading import SOLUTIONS
 from course_utils.grading.course import read_notebook
+from course_utils.grading.exercises import read_lab
 from course_utils.grading.grader import forbidden_references, identify
 
 HOOKS = '''
@@ -58,13 +57,10 @@ def _noisy(function):
 
 
 def lab_exercises(lab: str):
-    path = next((SOLUTIONS_DIR / lab).glob("*.ipynb"))
+    path = next((SOLUTIONS / lab).glob("*.ipynb"))
     notebook = read_notebook(path)
     spec = read_lab(notebook, lab, path.stem)
     return spec, forbidden_references(spec)
-
-
-from course_utils.grading import SOLUTIONS as SOLUTIONS_DIR  # noqa: E402
 
 
 def cheating_cells(lab: str) -> tuple[dict[str, str], set[str]]:
@@ -81,10 +77,11 @@ def cheating_cells(lab: str) -> tuple[dict[str, str], set[str]]:
             if style == 0:
                 body = f"from {module} import {function} as {exercise.name}\n"
             elif style == 1:
-                body = f"from {module} import {function} as _alias\ndef {exercise.name}(*args, **kwargs):\n    return _alias(*args, **kwargs)\n"
+                body = (f"from {module} import {function} as _alias_{function}\n"
+                        f"def {exercise.name}(*args, **kwargs):\n    return _alias_{function}(*args, **kwargs)\n")
             else:
-                body = (f"import importlib, {module} as _module\ndef {exercise.name}(*args, **kwargs):\n"
-                        f"    importlib.reload(_module)\n    return _module.{function}(*args, **kwargs)\n")
+                body = (f"import importlib, {module} as _module_{function}\ndef {exercise.name}(*args, **kwargs):\n"
+                        f"    importlib.reload(_module_{function})\n    return _module_{function}.{function}(*args, **kwargs)\n")
             by_reference.add(exercise.test_id)
         else:
             body = f"def {exercise.name}(*args, **kwargs):\n    return args[0] if args else None\n"

@@ -9,6 +9,7 @@ cover them all; the visible checks are also run directly on each variant, which 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import pytest
 
@@ -60,16 +61,18 @@ import torch
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
                    mask_replace_prob=0.8, random_replace_prob=0.1, generator=None):
     masked_ids = input_ids.clone()
-    to_mask = selected & torch.bernoulli(torch.full(input_ids.shape, float(mask_replace_prob)), generator=generator).bool()
+    to_mask = torch.bernoulli(torch.full(input_ids.shape, float(mask_replace_prob)), generator=generator).bool()
+    to_mask &= selected
     of_the_rest = random_replace_prob / (1 - mask_replace_prob) if mask_replace_prob < 1 else 0.0
-    to_random = selected & ~to_mask & torch.bernoulli(
-        torch.full(input_ids.shape, min(of_the_rest, 1.0)), generator=generator).bool()
+    to_random = torch.bernoulli(torch.full(input_ids.shape, min(of_the_rest, 1.0)), generator=generator).bool()
+    to_random &= selected & ~to_mask
     masked_ids[to_mask] = mask_token_id
     weights = torch.ones(vocab_size)
     weights[list(special_token_ids)] = 0
     count = int(to_random.sum())
     if count:
-        masked_ids[to_random] = torch.multinomial(weights, count, replacement=True, generator=generator).to(input_ids.dtype)
+        picks = torch.multinomial(weights, count, replacement=True, generator=generator)
+        masked_ids[to_random] = picks.to(input_ids.dtype)
     return masked_ids
 ''',
     ("build_labels", "clone and masked_fill"): '''
@@ -128,10 +131,16 @@ def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
 }
 
 # ----------------------------------------------------------------------------- known mistakes
-# (source, what the feedback names, whether the visible check already catches it)
+
+
+class Mistake(NamedTuple):
+    source: str
+    feedback: str  # what the first line of the feedback names
+    visible: bool  # whether the visible check already catches it
+
 
 WRONG = {
-    ("select_positions", "exactly 15% of every row"): ('''
+    ("select_positions", "exactly 15% of every row"): Mistake('''
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -140,19 +149,19 @@ def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, g
     count = ((~special).sum(1, keepdim=True) * mlm_probability).round().long()
     return scores.argsort(1).argsort(1) < count
 ''', "every row got (nearly) the same number of selected tokens", True),
-    ("select_positions", "[CLS] and [SEP] selected, only [PAD] excluded"): ('''
+    ("select_positions", "[CLS] and [SEP] selected, only [PAD] excluded"): Mistake('''
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     return (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & (input_ids != 0)
 ''', "you selected a special token ([CLS], [SEP] or [MASK])", True),
-    ("select_positions", "special ids hard-coded as >= 5"): ('''
+    ("select_positions", "special ids hard-coded as >= 5"): Mistake('''
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     return (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & (input_ids >= 5)
 ''', "the selection is not exactly the ordinary tokens", False),
-    ("apply_80_10_10", "two independent draws"): ('''
+    ("apply_80_10_10", "two independent draws"): Mistake('''
 import torch
 from course_utils.masking import non_special_ids
 
@@ -164,7 +173,7 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)].to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
 ''', "random share is not random_replace_prob", True),
-    ("apply_80_10_10", "80-10-10 over all tokens"): ('''
+    ("apply_80_10_10", "80-10-10 over all tokens"): Mistake('''
 import torch
 from course_utils.masking import non_special_ids
 
@@ -176,7 +185,7 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     masked_ids = torch.where(d < mask_replace_prob + random_replace_prob, picks, input_ids)
     return masked_ids.masked_fill(d < mask_replace_prob, mask_token_id)
 ''', "you changed a position that was not selected", True),
-    ("apply_80_10_10", "random ids from the whole vocabulary"): ('''
+    ("apply_80_10_10", "random ids from the whole vocabulary"): Mistake('''
 import torch
 
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
@@ -187,7 +196,7 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     picks = torch.randint(vocab_size, input_ids.shape, generator=generator).to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
 ''', "random token drawn from special ids", True),
-    ("apply_80_10_10", "special ids hard-coded as >= 5"): ('''
+    ("apply_80_10_10", "special ids hard-coded as range(5)"): Mistake('''
 import torch
 
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
@@ -195,16 +204,17 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     d = torch.rand(input_ids.shape, generator=generator)
     to_mask = selected & (d < mask_replace_prob)
     to_random = selected & ~to_mask & (d < mask_replace_prob + random_replace_prob)
-    picks = torch.randint(5, vocab_size, input_ids.shape, generator=generator).to(input_ids.dtype)
+    allowed = torch.tensor([token for token in range(vocab_size) if token not in range(5)])
+    picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)].to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
 ''', "random token drawn from special ids (special_token_ids=(0, 3, 17, 29))", False),
-    ("build_labels", "0 instead of -100"): ('''
+    ("build_labels", "0 instead of -100"): Mistake('''
 import torch
 
 def build_labels(input_ids, selected):
     return torch.where(selected, input_ids, 0)
 ''', "unselected positions hold 0", True),
-    ("select_whole_words", "tokens selected independently"): ('''
+    ("select_whole_words", "tokens selected independently"): Mistake('''
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -212,15 +222,15 @@ def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probabi
     u = torch.rand(input_ids.shape, generator=generator)
     return (u < mlm_probability) & (word_ids >= 0) & ~special
 ''', "tokens of one word were selected separately", True),
-    ("select_whole_words", "special ids hard-coded as >= 5"): ('''
+    ("select_whole_words", "special ids hard-coded as 0..4"): Mistake('''
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     draws = torch.rand((input_ids.shape[0], int(word_ids.max()) + 1), generator=generator)
     tokens = draws.gather(1, word_ids.clamp(min=0).long()) < mlm_probability
-    return tokens & (word_ids >= 0) & (input_ids >= 5)
+    return tokens & (word_ids >= 0) & ~torch.isin(input_ids, torch.arange(5, dtype=input_ids.dtype))
 ''', "the selection is not exactly the non-special tokens inside words", False),
-    ("sample_span_lengths", "clamped geometric"): ('''
+    ("sample_span_lengths", "clamped geometric"): Mistake('''
 import math
 import torch
 
@@ -247,7 +257,7 @@ def slot(key: tuple[str, str]) -> int:
 
 
 def source(key: tuple[str, str]) -> str:
-    return CORRECT[key] if key in CORRECT else WRONG[key][0]
+    return CORRECT[key] if key in CORRECT else WRONG[key].source
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +282,9 @@ def names(keys):
     return [f"{exercise}: {variant}" for exercise, variant in keys]
 
 
-def test_every_variant_is_graded_in_at_most_six_submissions():
-    assert SUBMISSIONS <= 6
+def test_every_exercise_has_two_correct_alternatives_and_six_gradings_cover_all_variants():
     assert all(len([key for key in CORRECT if key[0] == exercise]) >= 2 for exercise in EXERCISES)
+    assert SUBMISSIONS <= 6
 
 
 @pytest.mark.parametrize("key", list(CORRECT), ids=names(CORRECT))
@@ -282,11 +292,14 @@ def test_visible_check_passes_a_correct_alternative(key):
     getattr(checks, f"check_{key[0]}")(define(key))
 
 
-@pytest.mark.parametrize("key", [key for key in WRONG if WRONG[key][2]], ids=names(key for key in WRONG if WRONG[key][2]))
+VISIBLE = [key for key in WRONG if WRONG[key].visible]
+
+
+@pytest.mark.parametrize("key", VISIBLE, ids=names(VISIBLE))
 def test_visible_check_names_the_mistake(key):
     with pytest.raises(Misconception) as failure:
         getattr(checks, f"check_{key[0]}")(define(key))
-    assert WRONG[key][1] in str(failure.value).splitlines()[0]
+    assert WRONG[key].feedback in str(failure.value).splitlines()[0]
 
 
 @pytest.mark.notebook
@@ -305,4 +318,4 @@ def test_known_mistake_earns_nothing_and_is_named(key, graded):
     cell = f"test_{key[0]}"
     messages = {c.cell_id: c.message for c in report.cells}
     assert points(report)[cell] == 0, f"{key[1]} earned points"
-    assert messages[cell].startswith("Misconception: ") and WRONG[key][1] in messages[cell], messages[cell]
+    assert messages[cell].startswith("Misconception: ") and WRONG[key].feedback in messages[cell], messages[cell]

@@ -105,7 +105,8 @@ from course_utils.models.transformer import MultiHeadSelfAttention
 
 def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
     module = MultiHeadSelfAttention(x.shape[-1], num_heads)
-    module.load_state_dict({"qkv.weight": qkv_weight, "qkv.bias": qkv_bias, "proj.weight": proj_weight, "proj.bias": proj_bias})
+    weights = {"qkv.weight": qkv_weight, "qkv.bias": qkv_bias, "proj.weight": proj_weight, "proj.bias": proj_bias}
+    module.load_state_dict(weights)
     return module(x, attention_mask)
 ''',
         ),
@@ -230,7 +231,8 @@ def graded(tmp_path_factory) -> dict:
     for n in range(max(len(variants) for variants in VARIANTS.values())):
         chosen = {ex: list(variants.items())[n] for ex, variants in VARIANTS.items() if n < len(variants)}
         answers = {ex: source for ex, (_, (_, source)) in chosen.items()}
-        cells = {cell.cell_id: cell for cell in grade(submission(tmp_path_factory.mktemp(f"round{n}"), LAB, answers)).cells}
+        report = grade(submission(tmp_path_factory.mktemp(f"round{n}"), LAB, answers))
+        cells = {cell.cell_id: cell for cell in report.cells}
         grades.update({(ex, name): cells[test_cell[ex]] for ex, (name, _) in chosen.items()})
     return grades
 

@@ -130,11 +130,15 @@ def test_training_steps_reduce_the_reconstruction_loss():
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
 
 
-def test_encode_gives_one_feature_vector_per_image_without_masking():
+def test_encode_gives_one_feature_vector_per_image_from_every_patch():
+    """``encode`` equals the encoder run with nothing removed (mask ratio 0, patches merely shuffled):
+    the mean of its patch outputs, or its cls output."""
     model = small_model()
     imgs = torch.rand(5, 3, 8, 8)
-    assert model.encode(imgs).shape == (5, 32) and model.encode(imgs, pool="cls").shape == (5, 32)
-    assert torch.equal(model.encode(imgs), model.encode(imgs))  # nothing random: no patch is removed
+    latent, mask, _ = model.forward_encoder(imgs, 0.0, torch.Generator().manual_seed(0))
+    assert latent.shape == (5, 1 + 16, 32) and not mask.any()
+    torch.testing.assert_close(model.encode(imgs), latent[:, 1:].mean(dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.encode(imgs, pool="cls"), latent[:, 0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="pool"):
         model.encode(imgs, pool="max")
 
@@ -265,7 +269,6 @@ def _loss_over_all_patches(imgs, pred, mask, patch_size, norm_pix_loss=False):
         ("check_patchify", _patchify_channel_first, r"\(c, p, q\) order"),
         ("check_random_masking", _masking_one_for_kept, "mask uses 1 for kept"),
         ("check_random_masking", _masking_without_unshuffle, "forgot to unshuffle"),
-        ("check_random_masking", _masking_keeps_highest_noise, "highest noise"),
         ("check_encode_visible", _encoder_on_all_patches, "encoder saw all patches"),
         ("check_decoder_input", _decoder_input_without_unshuffle, "forgot to unshuffle"),
         ("check_mae_loss", _loss_over_all_patches, "loss includes visible patches"),
@@ -283,6 +286,7 @@ def test_checks_name_the_misconception(check, wrong, message):
     "check,reference",
     [
         ("check_patchify", lambda imgs, p: patchify(imgs, p)),
+        ("check_random_masking", _masking_keeps_highest_noise),  # keeping the highest noise is as random
         ("check_unpatchify", lambda x, p, c: unpatchify(x, p, c)),
         ("check_encode_visible", lambda model, imgs, r, g=None: model.forward_encoder(imgs, r, g)),
         ("check_decoder_input", lambda model, latent, ids: model.decoder_input(latent, ids)),
@@ -292,3 +296,18 @@ def test_checks_pass_the_reference_implementation(check, reference):
     from course_utils.checks import mae as checks
 
     getattr(checks, check)(reference)
+
+
+def test_decoder_unshuffles_even_when_every_patch_is_kept():
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(MAEConfig(image_size=8, patch_size=2, channels=1, dim=8, depth=1, num_heads=2,
+                                        decoder_dim=8, decoder_depth=1, decoder_num_heads=2)).eval()
+    imgs = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        latent, mask, ids_restore = model.forward_encoder(imgs, 0.0, torch.Generator().manual_seed(1))
+        assert not torch.equal(ids_restore, torch.arange(16).expand(2, 16)), "the draw happened to keep patch order"
+        in_order = model.encode_tokens(model.embed_patches(imgs))  # [B, 1+L, D], patches in image order
+        shuffled_back = model.decoder_input(latent, ids_restore)
+        expected = model.decoder_input(in_order, torch.arange(16).expand(2, 16))
+    assert mask.sum() == 0
+    assert torch.allclose(shuffled_back, expected, atol=1e-5)

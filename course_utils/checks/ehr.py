@@ -183,9 +183,9 @@ def check_embed_events(embed_events) -> None:
 
 def event_batch(rows: int = 64, length: int = 40, vocab_size: int = 30, seed: int = 0) -> torch.Tensor:
     """``[rows, length]`` ids: [CLS], three visits of codes each closed by [SEP] (the last of varying length),
-    then [PAD]."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, (rows, length), generator=generator)
+    then [PAD]. Drawn with numpy, so no torch generator a masker is given can replay the codes."""
+    codes = np.random.default_rng(seed).integers(len(SPECIAL_TOKENS), vocab_size, (rows, length))
+    ids = torch.from_numpy(codes).long()
     ids[:, 0] = CLS_ID
     ids[:, length // 4] = SEP_ID
     ids[:, length // 2] = SEP_ID
@@ -206,15 +206,15 @@ def count_range(n: int, p_low: float, p_high: float | None = None, alpha: float 
     return int(binom.ppf(alpha / 2, n, p_low)), int(binom.isf(alpha / 2, n, p_high))
 
 
-def expect_share(count: int, n: int, p_low: float, p_high: float | None, what: str, hint: str = "") -> None:
+def expect_share(count: int, n: int, p_low: float, p_high: float | None, misconception: str, hint: str = "") -> None:
     """``count`` of ``n`` is a share ``p`` in ``[p_low, p_high]`` (see ``count_range``); fails correct work with
     probability at most ``FALSE_FAILURE``."""
     low, high = count_range(n, p_low, p_high)
     expected = f"{p_low:.3f}" if p_high in (None, p_low) else f"{p_low:.3f} to {p_high:.3f}"
     expect(
         low <= count <= high,
-        f"{what} is {count / max(n, 1):.3f} over {n}, expected {expected} "
-        f"(a correct masker lands in {low / max(n, 1):.3f}..{high / max(n, 1):.3f} except once in 10 million)",
+        f"{misconception}: {count / max(n, 1):.3f} of {n}, expected {expected} "
+        f"(a correct masker lands in {low / max(n, 1):.3f}..{high / max(n, 1):.3f} but once in 10 million)",
         hint,
     )
 
@@ -238,7 +238,7 @@ def expect_80_10_10(masked: torch.Tensor, ids: torch.Tensor, labels: torch.Tenso
         n,
         0.8,
         None,
-        "the [MASK] share of the selected events",
+        "[MASK] is not 80% of the selected events",
         "one decision per selected event: 80% [MASK], 10% a random code, 10% unchanged",
     )
     # A random code equals the original with chance 1/codes when drawn uniformly (0 when the draw avoids it),
@@ -248,7 +248,7 @@ def expect_80_10_10(masked: torch.Tensor, ids: torch.Tensor, labels: torch.Tenso
         n,
         0.1 * (1 - 1 / codes),
         0.1,
-        "the share of selected events replaced by another code",
+        "random codes are not 10% of the selected events",
         "10% of the selected events become a random code, not 20% and not 0%",
     )
     expect_share(
@@ -256,7 +256,7 @@ def expect_80_10_10(masked: torch.Tensor, ids: torch.Tensor, labels: torch.Tenso
         n,
         0.1,
         0.1 + 0.1 / codes,
-        "the share of selected events left unchanged",
+        "unchanged events are not 10% of the selected events",
         "10% of the selected events keep their original code",
     )
 
@@ -311,7 +311,7 @@ def check_mask_events(mask_events) -> None:
         int(eligible.sum()),
         0.15,
         None,
-        "the selection rate over the events",
+        "the selection rate over the events is not mlm_probability",
         "select each code independently with probability mlm_probability; the rate is over events, not all positions",
     )
     passed(f"selection rate {int(selected.sum()) / int(eligible.sum()):.3f} of events (expected 0.15)")

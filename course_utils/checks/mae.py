@@ -130,8 +130,8 @@ def _expect_mask(mask: torch.Tensor, ids_restore: torch.Tensor, L_keep: int) -> 
             "forgot to unshuffle: ids_restore is argsort(ids_shuffle), not ids_shuffle",
         )
         raise Misconception(
-            f"mask and ids_restore disagree: the removed patches (mask == 1) are those with ids_restore >= L_keep = {L_keep}"
-            "\nHint: take both from one shuffle"
+            "mask and ids_restore disagree: the removed patches (mask == 1) are those with "
+            f"ids_restore >= L_keep = {L_keep}\nHint: take both from one shuffle"
         )
 
 
@@ -144,9 +144,9 @@ def _triple(result, call: str) -> tuple:
 
 
 def expect_masking(x: torch.Tensor, mask_ratio: float, result, call: str = "random_masking") -> None:
-    """``result = random_masking(x, mask_ratio, ...)`` keeps the contract, whatever the draw: ``int(L * (1 - mask_ratio))``
-    patches kept per row, mask 1 = removed, ``ids_restore`` a permutation that agrees with the mask, and
-    ``x_visible`` the kept rows of ``x`` in the order ``ids_restore`` gives them."""
+    """``result = random_masking(x, mask_ratio, ...)`` keeps the contract, whatever the draw:
+    ``int(L * (1 - mask_ratio))`` patches kept per row, mask 1 = removed, ``ids_restore`` a permutation that
+    agrees with the mask, and ``x_visible`` the kept rows of ``x`` in the order ``ids_restore`` gives them."""
     B, L, D = x.shape
     L_keep = int(L * (1 - mask_ratio))
     visible, mask, ids_restore = _triple(result, call)
@@ -177,7 +177,8 @@ def check_random_masking(random_masking) -> None:
     expect_masking(x, 0.75, first, "random_masking(x [3, 16, 5], 0.75, generator)")
     passed("12 of 16 patches removed per row; mask (1 = removed), ids_restore and x_visible agree")
     half = torch.randn(2, 10, 3)
-    expect_masking(half, 0.5, random_masking(half, 0.5, torch.Generator().manual_seed(1)), "random_masking(x [2, 10, 3], 0.5)")
+    result = random_masking(half, 0.5, torch.Generator().manual_seed(1))
+    expect_masking(half, 0.5, result, "random_masking(x [2, 10, 3], 0.5, generator)")
     passed("keeps int(L * (1 - mask_ratio)) patches")
     again = _triple(random_masking(x, 0.75, torch.Generator().manual_seed(0)), "random_masking")
     expect(
@@ -191,9 +192,9 @@ def check_random_masking(random_masking) -> None:
     passed("the generator decides the draw: same seed, same result; another seed, another mask")
 
 
-def expect_encoding(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float, result, call: str = "encode_visible") -> None:
-    """``result = encode_visible(model, imgs, mask_ratio, ...)``: a valid mask and ``ids_restore`` (any draw), and the
-    latent that ``model``'s own modules give for the visible patches they name."""
+def expect_encoding(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float, result, call="encode_visible"):
+    """``result = encode_visible(model, imgs, mask_ratio, ...)``: a valid mask and ``ids_restore`` (any draw), and
+    the latent that ``model``'s own modules give for the visible patches they name."""
     B, L, D = imgs.shape[0], model.config.num_patches, model.config.dim
     L_keep = int(L * (1 - mask_ratio))
     latent, mask, ids_restore = _triple(result, call)
@@ -214,21 +215,23 @@ def expect_encoding(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: fl
         cls = (model.cls_token + model.pos_embed[:, :1]).expand(B, -1, -1)
         expected = model.encoder(torch.cat([cls, visible], dim=1))
         if not _same(latent, expected):
-            no_positions = model.encoder(torch.cat([model.cls_token.expand(B, -1, -1), patches.gather(1, ids_keep)], 1))
+            unplaced = patches.gather(1, ids_keep)  # the visible patches without their positions
+            no_positions = model.encoder(torch.cat([model.cls_token.expand(B, -1, -1), unplaced], dim=1))
             expect(
                 not _same(latent, no_positions),
                 "forgot the position embeddings: add model.pos_embed[:, 1:] before masking",
             )
-            late = model.encoder(torch.cat([cls, patches.gather(1, ids_keep) + model.pos_embed[:, 1 : 1 + L_keep]], 1))
+            late = model.encoder(torch.cat([cls, unplaced + model.pos_embed[:, 1 : 1 + L_keep]], dim=1))
             expect(
                 not _same(latent, late),
-                f"position embeddings added after masking: the first {L_keep} positions went to {L_keep} random patches",
+                f"position embeddings added after masking: positions 1..{L_keep} went to the {L_keep} kept patches",
                 "add pos_embed to all L patches first, then mask",
             )
             expect_close(
                 latent,
                 expected,
-                "latent is not model.encoder on cls + the visible patches (embedded, with positions) in ids_restore's order",
+                "latent is not model.encoder on cls + the visible patches (embedded, with positions), "
+                "in the order ids_restore gives them",
             )
 
 
@@ -238,7 +241,7 @@ def check_encode_visible(encode_visible) -> None:
     with torch.no_grad():
         first = expect_input_untouched(encode_visible, model, imgs, 0.75, torch.Generator().manual_seed(0))
         expect_encoding(model, imgs, 0.75, first, "encode_visible(model, imgs [2, 3, 8, 8], 0.75, generator)")
-        passed("the encoder runs on cls + the 4 visible patches, with their positions, that mask and ids_restore name")
+        passed("the encoder runs on cls + the 4 visible patches (with their positions) that mask and ids_restore name")
         again = _triple(encode_visible(model, imgs, 0.75, torch.Generator().manual_seed(0)), "encode_visible")
         expect(
             torch.equal(again[1], first[1]) and torch.equal(again[2], first[2]),

@@ -4,8 +4,8 @@ Random results are judged by what the exercise promises (each position selected 
 with probability p, ...), never by the order in which a function draws its random numbers.
 Every statistical assertion uses exact binomial quantiles (``scipy.stats.binom.ppf``): a
 correct function fails one with probability at most ``FALSE_FAILURE`` = 1e-7 over seeds, and a
-test cell (visible check and hidden tests together) makes at most eight, so correct work loses
-a mark with probability below 1e-6. Comparing two draws (rows that should differ, two seeds
+test cell (visible check and hidden tests together) makes at most six, so correct work loses a
+mark with probability below 1e-6. Comparing two draws (rows that should differ, two seeds
 that should differ) fails a correct function with a probability given where it is made, always
 below 1e-12.
 """

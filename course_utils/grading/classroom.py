@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,9 +111,17 @@ def _grade_in_pool(job: tuple[Submission, str | None, Limits, int, bool]) -> dic
     return {**row, "lab": report.assignment, "status": status, "reason": reason, "report": report}
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(1)  # so that the finally blocks kill the worker and remove its scratch folder
+
+
 def _pool_initializer():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(1)))  # run finally blocks
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if sys.platform.startswith("linux"):  # a grader killed outright takes its pool, and so their workers, with it
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Gradebook:
@@ -194,8 +203,9 @@ def autograde(submissions: Path, out: Path, *, lab: str | None = None, jobs: int
         else:
             todo.append(submission)
     gradebook = Gradebook(out / "nbgrader")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "course_utils.grading.grader"])  # every pool process starts warm
+    import course_utils.grading.grader  # noqa: F401  (imported once here, so every pool process starts warm)
+
+    context = multiprocessing.get_context("fork")  # children of this process, so they die with it
     pool = context.Pool(jobs, initializer=_pool_initializer, maxtasksperchild=50)
     try:
         results = pool.imap_unordered(_grade_in_pool, [(s, lab, limits, threads, allow_unsandboxed) for s in todo])

@@ -131,6 +131,8 @@ def edited_tests(notebook, lab: Lab) -> list[str]:
     notes = []
     for exercise in lab.exercises:
         mine = sources.get(exercise.test_id)
-        if mine is not None and _lines(mine) != _lines(HIDDEN_REGION.sub("", exercise.test_source)):
+        if mine is None or _lines(mine) == _lines(exercise.test_source):  # untouched, or the instructor's own copy
+            continue
+        if _lines(mine) != _lines(HIDDEN_REGION.sub("", exercise.test_source)):
             notes.append(f"{exercise.test_id}: the submission edited this test cell; the instructor's version ran")
     return notes

@@ -16,6 +16,7 @@ The grader compares what comes back; nothing here decides a mark.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import dataclasses
 import importlib
@@ -205,8 +206,6 @@ def load_definitions(channel, setup: dict) -> dict:
             continue
         error_text = ""
         for node in kept:
-            import ast
-
             try:
                 exec(compile(ast.Module([node], []), filename, "exec"), namespace)
             except (Exception, SystemExit, KeyboardInterrupt) as error:

@@ -142,7 +142,7 @@ class MaskedAutoencoder(nn.Module):
         """latent ``[B, 1+L_keep, D]`` -> ``[B, 1+L, D_dec]``: mask tokens appended, unshuffled, positions added."""
         x = self.decoder_embed(latent)  # [B, 1+L_keep, D_dec]
         B, L = ids_restore.shape
-        if x.shape[1] < 1 + L:  # the real MAE: the encoder only returned visible patches
+        if not self.config.mask_tokens_in_encoder:  # the real MAE: the encoder returned visible patches, shuffled
             mask_tokens = self.mask_token.expand(B, 1 + L - x.shape[1], -1)
             patches = torch.cat([x[:, 1:], mask_tokens], dim=1)  # [B, L, D_dec], shuffled order
             patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
