@@ -31,8 +31,11 @@ def build_class(lab: str, students: int, folder: Path) -> list[str]:
     """``folder/<student>/<lab>/<notebook>.ipynb`` for ``students`` students; returns their ids."""
     solution_path = next((SOLUTIONS / lab).glob("*.ipynb"))
     solution = nbformat.read(solution_path, as_version=4)
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in solution.cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
+    answers = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in solution.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     first_exercise = next(iter(answers))
     ids = []
     for index in range(students):
@@ -44,7 +47,9 @@ def build_class(lab: str, students: int, folder: Path) -> list[str]:
             if kind < 2 and grade_id in answers:
                 cell.source = answers[grade_id]
             if kind == 1 and grade_id == first_exercise:
-                cell.source = answers[grade_id].replace("### BEGIN SOLUTION", "### BEGIN SOLUTION\n    raise ValueError('wrong on purpose')")
+                cell.source = answers[grade_id].replace(
+                    "### BEGIN SOLUTION", "### BEGIN SOLUTION\n    raise ValueError('wrong on purpose')"
+                )
         path = folder / student / lab / solution_path.name
         path.parent.mkdir(parents=True)
         nbformat.write(notebook, path)
@@ -104,7 +109,9 @@ def main() -> None:
     print(f"nbgrader autograde (sequential): {nbgrader_s:7.1f} s  ({nbgrader_s / n:.2f} s per notebook)")
     print(f"course_utils autograde --jobs {args.jobs}: {course_s:7.1f} s  ({course_s / n:.2f} s per notebook)")
     print(f"ratio: {nbgrader_s / course_s:.2f}x (target >= 1.8x); scores identical for all {n} students")
-    print(f"a class of 200 would take about {200 * course_s / n / 60:.1f} min (nbgrader: {200 * nbgrader_s / n / 60:.1f} min)")
+    print(
+        f"a class of 200 would take about {200 * course_s / n / 60:.1f} min (nbgrader: {200 * nbgrader_s / n / 60:.1f} min)"
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ identical in both, is left out.
 
 The speedup's limit is the ratio of the two steps' FLOPs (``torch.utils.flop_counter``): about
 2.4x for a ViT-B encoder and 3.2x for ViT-L, where the encoder dominates. The target is >= 85% of
-the limit. CPU by default (small batch); ``--device cuda`` (default when CUDA exists) times bf16.
+the limit. CPU by default (small batch); ``--device cuda`` (default when CUDA exists) times mixed precision (bf16, or fp16 before compute capability 8.0).
 
     python benchmarks/bench_mae.py [--shapes ViT-B ViT-L] [--batch 2] [--repeats 3] [--threads N]
 """
@@ -23,7 +23,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from course_utils.device import autocast
+from course_utils.device import PRECISION_NAMES, autocast, autocast_dtype
 from course_utils.models import MAEConfig, MaskedAutoencoder
 
 ENCODERS = {
@@ -101,7 +101,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     batch = args.batch or (64 if device.type == "cuda" else 2)
-    precision = "bf16 autocast" if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
+    precision = (
+        PRECISION_NAMES[autocast_dtype(device)] if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
+    )
     print(
         f"MAE (encoder on visible patches) vs encoder w/ [M], mask ratio {MASK_RATIO}, decoder 8x512, {device} ({precision})"
     )

@@ -1,11 +1,11 @@
 """Command line of the course.
 
-  python -m course_utils grade PATH.ipynb [--lab LAB]   grade one notebook and print a per-cell table
-  python -m course_utils release [LAB ...] [--check] [--force]
-                                                        regenerate notebooks/ from solutions/ with nbgrader
-  python -m course_utils export-student DIR             write a student copy of the course (no solutions)
-  python -m course_utils autograde SUBMISSIONS --out RESULTS [options]
-                                                        grade a whole class; see `autograde --help`
+python -m course_utils grade PATH.ipynb [--lab LAB]   grade one notebook and print a per-cell table
+python -m course_utils release [LAB ...] [--check] [--force]
+                                                      regenerate notebooks/ from solutions/ with nbgrader
+python -m course_utils export-student DIR             write a student copy of the course (no solutions)
+python -m course_utils autograde SUBMISSIONS --out RESULTS [options]
+                                                      grade a whole class; see `autograde --help`
 """
 
 from __future__ import annotations
@@ -61,18 +61,31 @@ def _autograde(args) -> int:
     from course_utils.grading.classroom import autograde
     from course_utils.grading.remote import Limits
 
-    limits = Limits(exercise_seconds=args.cell_timeout, notebook_seconds=args.notebook_timeout,
-                    memory_bytes=int(args.memory * (1 << 30)))
+    limits = Limits(
+        exercise_seconds=args.cell_timeout,
+        notebook_seconds=args.notebook_timeout,
+        memory_bytes=int(args.memory * (1 << 30)),
+    )
     try:
-        rows = autograde(args.submissions, args.out, lab=args.lab, jobs=args.jobs, limits=limits, resume=args.resume,
-                         allow_unsandboxed=args.allow_unsandboxed)
+        rows = autograde(
+            args.submissions,
+            args.out,
+            lab=args.lab,
+            jobs=args.jobs,
+            limits=limits,
+            resume=args.resume,
+            allow_unsandboxed=args.allow_unsandboxed,
+        )
     except (RuntimeError, NotADirectoryError, grading.NotACourseNotebook) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = {status: sum(row["status"] == status for row in rows) for status in ("graded", "partial", "not-gradable")}
     resumed = sum(bool(row.get("resumed")) for row in rows)
-    print(f"{len(rows)} submissions: " + ", ".join(f"{n} {status}" for status, n in counts.items())
-          + (f" ({resumed} unchanged since the last run, not regraded)" if resumed else ""))
+    print(
+        f"{len(rows)} submissions: "
+        + ", ".join(f"{n} {status}" for status, n in counts.items())
+        + (f" ({resumed} unchanged since the last run, not regraded)" if resumed else "")
+    )
     print(f"grades: {args.out}/grades.csv; feedback: {args.out}/feedback/; nbgrader course: {args.out}/nbgrader/")
     return 0
 
@@ -104,13 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     auto.add_argument("--out", required=True, help="results folder: grades.csv, feedback/, nbgrader/, state.json")
     auto.add_argument("--lab", help="grade every notebook as this lab")
     auto.add_argument("--jobs", type=int, default=None, help="notebooks graded at once (default: number of cores)")
-    auto.add_argument("--cell-timeout", type=float, default=120.0,
-                      help="seconds for one exercise's test cell (default 120; the ci profile's slowest takes a few)")
+    auto.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=120.0,
+        help="seconds for one exercise's test cell (default 120; the ci profile's slowest takes a few)",
+    )
     auto.add_argument("--notebook-timeout", type=float, default=600.0, help="seconds for one notebook (default 600)")
     auto.add_argument("--memory", type=float, default=4.0, help="GB of memory for one notebook's worker (default 4)")
     auto.add_argument("--resume", action="store_true", help="skip submissions unchanged since the last run")
-    auto.add_argument("--allow-unsandboxed", action="store_true",
-                      help="grade even where no sandbox can be had (student code then runs unconfined)")
+    auto.add_argument(
+        "--allow-unsandboxed",
+        action="store_true",
+        help="grade even where no sandbox can be had (student code then runs unconfined)",
+    )
     auto.set_defaults(run=_autograde)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 PROFILES = ("ci", "cpu", "gpu")
+PRECISION_NAMES = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast, loss scaling", None: "fp32"}
 
 
 def get_device() -> torch.device:
@@ -66,16 +67,28 @@ def by_profile(*, ci, cpu, gpu, profile: str | None = None):
     return {"ci": ci, "cpu": cpu, "gpu": gpu}[profile]
 
 
-def autocast(device: torch.device | str | None = None):
-    """bf16 autocast on a CUDA device that supports it; a no-op context everywhere else.
+def autocast_dtype(device: torch.device | str | None = None) -> torch.dtype | None:
+    """The dtype that training on ``device`` autocasts to, or None for plain fp32.
 
-    CPU autocast would slow the course's small models down, and fp16 needs loss
-    scaling, so bf16 on CUDA is the one case worth switching on.
+    bf16 on CUDA GPUs of compute capability 8.0 or higher (A100, RTX 30xx, H100), which run it
+    natively; fp16 on capability 7.x (V100, T4: tensor cores, but bf16 only emulated), which
+    needs loss scaling (``fit`` uses a ``GradScaler``); fp32 on older GPUs, on MPS and on CPU,
+    where autocast would slow the course's small models down.
     """
     device = torch.device(device) if device is not None else get_device()
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if device.type != "cuda":
+        return None
+    capability = torch.cuda.get_device_capability(device)
+    if capability >= (8, 0):
+        return torch.bfloat16
+    return torch.float16 if capability >= (7, 0) else None
+
+
+def autocast(device: torch.device | str | None = None):
+    """Autocast to ``autocast_dtype(device)`` on that device; a no-op context where that is fp32."""
+    device = torch.device(device) if device is not None else get_device()
+    dtype = autocast_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -107,7 +120,8 @@ def describe() -> dict:
         props = torch.cuda.get_device_properties(device)
         info["gpu"] = props.name
         info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-        info["bf16"] = torch.cuda.is_bf16_supported()
+        info["compute_capability"] = f"{props.major}.{props.minor}"
+        info["precision"] = PRECISION_NAMES[autocast_dtype(device)]
     for key, value in info.items():
         print(f"{key:>15}: {value}")
     return info

@@ -481,6 +481,13 @@ class MaskingCollator:
     ``strategy="whole_word"``, ``word_ids`` (None or -1 outside words). Each batch is padded to
     a multiple of ``pad_to_multiple_of`` (8 suits tensor cores) and returned as a dict of
     ``input_ids``, ``attention_mask`` (1 = real token) and ``labels``, all ``[B, L]``.
+
+    With ``generator`` and ``DataLoader(num_workers > 0)``, each worker receives a copy of the
+    generator at every epoch; drawing from those copies would repeat the same masks across
+    workers and epochs. A worker therefore masks with its own generator, seeded from one draw
+    of that copy plus the seed the DataLoader gives this worker for this epoch
+    (``get_worker_info().seed``): masks differ across workers and epochs, and a seeded
+    DataLoader still repeats them run after run.
     """
 
     def __init__(
@@ -509,6 +516,7 @@ class MaskingCollator:
         self.strategy = strategy
         self.pad_to_multiple_of = pad_to_multiple_of
         self.generator = generator
+        self._worker_seed, self._worker_generator = None, None
         self.masking = dict(
             mask_token_id=mask_token_id,
             vocab_size=vocab_size,
@@ -517,6 +525,17 @@ class MaskingCollator:
             mask_replace_prob=mask_replace_prob,
             random_replace_prob=random_replace_prob,
         )
+
+    def _masking_generator(self) -> torch.Generator | None:
+        """``generator`` in the main process; in a DataLoader worker, one seeded for this worker and epoch."""
+        worker = torch.utils.data.get_worker_info()
+        if self.generator is None or worker is None:
+            return self.generator
+        if worker.seed != self._worker_seed:
+            draw = int(torch.randint(2**62, (), generator=self.generator))  # the same in every worker and epoch
+            self._worker_seed = worker.seed
+            self._worker_generator = torch.Generator().manual_seed((draw + worker.seed) % 2**63)
+        return self._worker_generator
 
     def _pad(self, sequences: list[torch.Tensor], value: int) -> torch.Tensor:
         padded = pad_sequence(sequences, batch_first=True, padding_value=value)  # [B, longest]
@@ -539,7 +558,7 @@ class MaskingCollator:
             words = [torch.tensor([-1 if w is None else w for w in e["word_ids"]], dtype=torch.long) for e in examples]
             word_ids = self._pad(words, -1)
         masked_ids, labels = mask_by_strategy(
-            self.strategy, input_ids, word_ids, generator=self.generator, **self.masking
+            self.strategy, input_ids, word_ids, generator=self._masking_generator(), **self.masking
         )
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 

@@ -1,25 +1,25 @@
-"""The training loop every lab uses, with checkpoints that resume.
+"""The training loop every lab uses.
 
     history = fit(model, loader, loss_fn, TrainConfig(steps=500, lr=1e-3))
 
 ``loss_fn(model, batch) -> scalar loss`` is the only lab-specific part: Lab 2 masks
 tokens and scores the masked positions, Lab 3 calls ``MaskedAutoencoder``, Lab 4 masks
 events. The loop supplies the rest: AdamW (no decay on biases and norms), linear warmup
-then cosine decay, gradient clipping, bf16 autocast on a GPU, a ``tqdm.auto`` bar, a live
-loss plot in notebooks, and ``save_checkpoint``/``load_checkpoint``.
+then cosine decay, gradient clipping, mixed precision on a CUDA GPU (bf16, or fp16 with
+loss scaling on older GPUs: ``device.autocast_dtype``), a ``tqdm.auto`` bar and a live
+loss plot in notebooks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_utils.device import autocast, get_device
+from course_utils.device import autocast, autocast_dtype, get_device
 
 
 @dataclass
@@ -34,8 +34,6 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     log_every: int = 10
     live_plot: bool = True
-    checkpoint_path: str | Path | None = None
-    checkpoint_every: int | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -92,29 +90,6 @@ def to_device(batch, device: torch.device):
     return batch
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, step: int = 0, history: History | None = None):
-    """Write model, optimiser and scheduler state, the step and the history to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"model": model.state_dict(), "step": step, "history": vars(history or History())}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    torch.save(state, path)
-
-
-def load_checkpoint(path, model, optimizer=None, scheduler=None) -> tuple[int, History]:
-    """Restore what ``save_checkpoint`` wrote; return ``(step, history)``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    if optimizer is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    return state["step"], History(**state["history"])
-
-
 def fit(
     model: nn.Module,
     batches: Iterable,
@@ -122,32 +97,28 @@ def fit(
     config: TrainConfig,
     device: torch.device | None = None,
 ) -> History:
-    """Train ``model`` for ``config.steps`` optimiser steps, cycling over ``batches``.
-
-    Resumes from ``config.checkpoint_path`` when that file exists, and writes it every
-    ``checkpoint_every`` steps and at the end.
-    """
+    """Train ``model`` for ``config.steps`` optimiser steps, cycling over ``batches``; leave it in eval mode."""
     device = device or get_device()
     model.to(device).train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
-    start, history = 0, History()
-    checkpoint = Path(config.checkpoint_path) if config.checkpoint_path else None
-    if checkpoint is not None and checkpoint.exists():
-        start, history = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+    history = History()
 
     plot = _live_plot(config) if config.live_plot else None
     stream = _forever(batches)
-    progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train", leave=False)
+    progress = tqdm(range(config.steps), desc="train", leave=False)
     for step in progress:
         batch = to_device(next(stream), device)
         with autocast(device):
             loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()  # fp16: scaled up so that small gradients do not underflow
         if config.max_grad_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped if fp16 gradients overflowed; the scale then shrinks
+        scaler.update()
         scheduler.step()
 
         history.steps.append(step + 1)
@@ -157,11 +128,7 @@ def fit(
             progress.set_postfix(loss=f"{history.smoothed()[-1]:.3f}")
             if plot is not None:
                 plot.update(history)
-        if checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimizer, scheduler, step + 1, history)
     progress.close()
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, model, optimizer, scheduler, config.steps, history)
     model.eval()
     return history
 

@@ -40,8 +40,15 @@ def exercises(lab: str) -> list[str]:
     return [_grade_id(c) for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")]
 
 
-def submission(folder: Path, lab: str, replace: dict[str, str] | None = None, *, before: list[str] = (),
-               after: list[str] = (), name: str | None = None) -> Path:
+def submission(
+    folder: Path,
+    lab: str,
+    replace: dict[str, str] | None = None,
+    *,
+    before: list[str] = (),
+    after: list[str] = (),
+    name: str | None = None,
+) -> Path:
     """The released notebook of ``lab`` with the solution cells in ``replace`` (grade id -> source) swapped in,
     and code cells added at the start (``before``) and end (``after``). Written to ``folder/name``."""
     notebook = read_notebook(_path(NOTEBOOKS, lab))
@@ -69,3 +76,38 @@ def points(report) -> dict[str, float]:
 
 def full_marks(report) -> dict[str, float]:
     return {cell.cell_id: cell.max_score for cell in report.cells}
+
+
+FULL = "full marks"
+REFERENCE = "calls the reference implementation"
+
+
+def grade_rounds(lab: str, variants: dict[str, dict[str, tuple[str, str]]], make_folder) -> dict:
+    """Grade every variant of ``variants`` (exercise -> {name: (expected, source)}) with as few gradings as
+    possible: round n puts the n-th variant of every exercise into one submission (exercises are graded
+    independently). Returns ``{(exercise, variant name): its test cell's grade}``."""
+    from course_utils.grading.exercises import read_lab
+
+    solution = _path(SOLUTIONS, lab)
+    test_cell = {ex.name: ex.test_id for ex in read_lab(read_notebook(solution), lab, solution.stem).exercises}
+    grades = {}
+    for n in range(max(len(options) for options in variants.values())):
+        chosen = {ex: list(options.items())[n] for ex, options in variants.items() if n < len(options)}
+        report = grade(
+            submission(make_folder(f"round{n}"), lab, {ex: source for ex, (_, (_, source)) in chosen.items()})
+        )
+        cells = {cell.cell_id: cell for cell in report.cells}
+        grades.update({(ex, name): cells[test_cell[ex]] for ex, (name, _) in chosen.items()})
+    return grades
+
+
+def variant_cases(variants: dict, kind) -> list:
+    """pytest params ``(exercise, variant, expected)`` for the variants whose expected outcome satisfies ``kind``."""
+    import pytest
+
+    return [
+        pytest.param(ex, name, expected, id=f"{ex}: {name}")
+        for ex, options in variants.items()
+        for name, (expected, _) in options.items()
+        if kind(expected)
+    ]

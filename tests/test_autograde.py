@@ -18,8 +18,13 @@ from submissions import answers, submission
 from course_utils.grading import REPO
 
 LAB = "lab01_masking"
-POINTS = {"test_select_positions": 3, "test_apply_80_10_10": 3, "test_build_labels": 2,
-          "test_select_whole_words": 3, "test_sample_span_lengths": 2}
+POINTS = {
+    "test_select_positions": 3,
+    "test_apply_80_10_10": 3,
+    "test_build_labels": 2,
+    "test_select_whole_words": 3,
+    "test_sample_span_lengths": 2,
+}
 HOSTILE_EXERCISE = "build_labels"  # the hostile code goes here; the other exercises are correct
 
 
@@ -36,7 +41,7 @@ HOSTILE_BODIES = {
     "calls_exit": "    exit()\n",
     "memory_bomb": "    hoard = []\n    while True:\n        hoard.append([0] * 10**6)\n",
     "prints_200mb": "    for _ in range(200):\n        print('x' * 10**6)\n"
-                    "    return torch.where(selected, input_ids, torch.full_like(input_ids, -100))\n",
+    "    return torch.where(selected, input_ids, torch.full_like(input_ids, -100))\n",
 }
 
 
@@ -70,12 +75,22 @@ def build_class(root):
     edit_json(duplicated, duplicate_stub)
     expected["duplicated_grade_id"] = ("graded", 13)
     schema = submission(root / "schema_version_4", LAB, answers(LAB), name="lab01_masking.ipynb")
-    edit_json(schema, lambda nb: [c["metadata"]["nbgrader"].update(schema_version=4) for c in nb["cells"]
-                                  if "nbgrader" in c["metadata"]])
+    edit_json(
+        schema,
+        lambda nb: [
+            c["metadata"]["nbgrader"].update(schema_version=4) for c in nb["cells"] if "nbgrader" in c["metadata"]
+        ],
+    )
     expected["schema_version_4"] = ("graded", 13)
     ungraded = submission(root / "test_cell_ungraded", LAB, answers(LAB), name="lab01_masking.ipynb")
-    edit_json(ungraded, lambda nb: [c["metadata"]["nbgrader"].update(grade=False, points=0) for c in nb["cells"]
-                                    if c["metadata"].get("nbgrader", {}).get("grade")])
+    edit_json(
+        ungraded,
+        lambda nb: [
+            c["metadata"]["nbgrader"].update(grade=False, points=0)
+            for c in nb["cells"]
+            if c["metadata"].get("nbgrader", {}).get("grade")
+        ],
+    )
     expected["test_cell_ungraded"] = ("graded", 13)
     old_format = submission(root / "nbformat_4_4", LAB, answers(LAB), name="lab01_masking.ipynb")
 
@@ -120,8 +135,21 @@ def test_a_hostile_class_grades_in_one_command(tmp_path):
     expected = build_class(classroom)
     before = digests(classroom)
     start = time.monotonic()
-    command = [sys.executable, "-m", "course_utils", "autograde", str(classroom), "--out", str(results),
-               "--jobs", "2", "--cell-timeout", "20", "--memory", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "course_utils",
+        "autograde",
+        str(classroom),
+        "--out",
+        str(results),
+        "--jobs",
+        "2",
+        "--cell-timeout",
+        "20",
+        "--memory",
+        "2",
+    ]
     scratch = tmp_path / "tmp"  # the workers' scratch folders, so that leftovers are ours to find
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
@@ -145,17 +173,25 @@ def test_a_hostile_class_grades_in_one_command(tmp_path):
     assert "BEGIN HIDDEN" not in "".join(page.read_text() for page in pages)
     assert not stray_processes(str(scratch)), stray_processes(str(scratch))
     assert not list(scratch.iterdir()), list(scratch.iterdir())
-    export = subprocess.run([os.path.join(os.path.dirname(sys.executable), "nbgrader"), "export"],
-                            cwd=results / "nbgrader", capture_output=True, text=True,
-                            env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    export = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "nbgrader"), "export"],
+        cwd=results / "nbgrader",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},
+    )
     assert export.returncode == 0, export.stderr
-    exported = {(r["assignment"], r["student_id"]): float(r["score"]) for r in csv.DictReader(open(results / "nbgrader" / "grades.csv"))}
+    exported = {
+        (r["assignment"], r["student_id"]): float(r["score"])
+        for r in csv.DictReader(open(results / "nbgrader" / "grades.csv"))
+    }
     assert exported[(LAB, "correct")] == 13 and exported[(LAB, "infinite_loop")] == 11
 
     again = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert again.returncode == 0 and f"({len(expected)} unchanged since the last run" in again.stdout, again.stdout
     assert {r["student"]: r["score"] for r in csv.DictReader(open(results / "grades.csv"))} == {
-        s: r["score"] for s, r in rows.items()}
+        s: r["score"] for s, r in rows.items()
+    }
 
 
 @pytest.mark.notebook
@@ -164,8 +200,19 @@ def test_ctrl_c_of_the_grader_leaves_no_process_and_no_scratch_folder(tmp_path):
     scratch.mkdir()
     for student in ("hangs_a", "hangs_b"):
         submission(classroom / student, LAB, with_build_labels(HOSTILE_BODIES["ignores_sigint"]), name="lab.ipynb")
-    command = [sys.executable, "-m", "course_utils", "autograde", str(classroom), "--out", str(tmp_path / "results"),
-               "--jobs", "2", "--cell-timeout", "300"]
+    command = [
+        sys.executable,
+        "-m",
+        "course_utils",
+        "autograde",
+        str(classroom),
+        "--out",
+        str(tmp_path / "results"),
+        "--jobs",
+        "2",
+        "--cell-timeout",
+        "300",
+    ]
     log = open(tmp_path / "grader.log", "w")
     grader = subprocess.Popen(command, cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)}, stdout=log, stderr=log)
     try:

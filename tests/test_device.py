@@ -79,17 +79,50 @@ def test_autocast_is_a_noop_on_cpu():
     assert context is None
 
 
-@pytest.mark.filterwarnings("ignore:CUDA is not available")
-def test_autocast_is_bf16_on_a_cuda_device_that_supports_it(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+@pytest.fixture
+def gpus(monkeypatch):
+    """Fake CUDA GPUs by compute capability: ``gpus((7, 5), (8, 0))`` puts a T4 at cuda:0 and an A100 at cuda:1."""
+
+    def fake(*capabilities):
+        def get_device_capability(device=None):
+            index = torch.device("cuda" if device is None else device).index
+            return capabilities[index or 0]  # cuda without an index is the current device, cuda:0 here
+
+        monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+
+    return fake
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available")
+@pytest.mark.parametrize(
+    "capability, dtype",
+    [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((7, 5), torch.float16), ((7, 0), torch.float16)],
+)
+def test_autocast_is_bf16_from_compute_capability_8_and_fp16_on_7(gpus, capability, dtype):
+    gpus(capability)
     context = dev.autocast("cuda")
-    assert isinstance(context, torch.autocast)
-    assert context.fast_dtype == torch.bfloat16
+    assert isinstance(context, torch.autocast) and context.fast_dtype == dtype
+    assert dev.autocast_dtype("cuda") == dtype
 
 
-def test_autocast_stays_off_on_cuda_without_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
-    assert isinstance(dev.autocast("cuda"), contextlib.nullcontext)
+def test_autocast_stays_off_on_gpus_older_than_compute_capability_7(gpus):
+    gpus((6, 1))
+    assert isinstance(dev.autocast("cuda"), contextlib.nullcontext) and dev.autocast_dtype("cuda") is None
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available")
+def test_emulated_bf16_does_not_count(gpus, monkeypatch):
+    """``is_bf16_supported()`` is True on a T4, where bf16 is emulated and slow."""
+    gpus((7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert dev.autocast("cuda").fast_dtype == torch.float16
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available")
+def test_autocast_asks_about_the_device_it_is_given(gpus):
+    gpus((7, 5), (8, 0))
+    assert dev.autocast("cuda:1").fast_dtype == torch.bfloat16
+    assert dev.autocast("cuda:0").fast_dtype == torch.float16
 
 
 def test_seed_everything_makes_draws_repeat():

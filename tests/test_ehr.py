@@ -121,10 +121,11 @@ def test_oracle_auroc_beats_the_bag_of_codes_baseline(tmp_path):
         )
     )
     outcome = dict(zip(labels["subject_id"].to_pylist(), labels["boolean_value"].to_pylist()))
-    ends = dict(zip(labels["subject_id"].to_pylist(), labels["prediction_time"].to_numpy()))
-    sequences = ehr.build_sequences(
-        cohort.events, ehr.fit_value_bins(cohort.events_of(cohort.subjects("train"))), end_times=ends
+    assert len(outcome) == labels.num_rows, "the synthetic task has one prediction time per subject"
+    labelled = ehr.build_labelled_sequences(
+        cohort.events, ehr.fit_value_bins(cohort.events_of(cohort.subjects("train"))), labels
     )
+    sequences = {labels["subject_id"][row].as_py(): sequence for row, sequence in labelled.items()}
     train = [s for s in cohort.subjects("train") if s in sequences]
     test = [s for s in cohort.subjects("held_out") + cohort.subjects("tuning") if s in sequences]
     model = make_pipeline(
@@ -300,18 +301,92 @@ def test_long_sequences_are_truncated_from_the_left_keeping_the_most_recent():
     assert ehr.truncate_left(sequence, 500) == sequence
 
 
-def test_build_sequences_stops_at_the_prediction_time_inclusive():
+# --- a MEDS dataset from elsewhere: qualified birth and death codes, NaN values, several label rows ----
+
+
+@pytest.fixture
+def foreign_cohort(tmp_path):
+    """Subject 1: ``MEDS_BIRTH//US``, a NaN (not null) lab value, then ``MEDS_DEATH//CARDIAC``.
+    Subject 2: a plain ``MEDS_BIRTH`` that carries a value (a birth weight)."""
+    rows = [
+        (1, "NaT", "GENDER//F", None),
+        (1, "1950-03-01", "MEDS_BIRTH//US", None),
+        (1, "2010-05-05T10:00", "LAB", 1.0),
+        (1, "2011-05-05T10:00", "LAB", float("nan")),
+        (1, "2012-05-05T10:00", "LAB", 9.0),
+        (1, "2013-05-05T10:00", "MEDS_DEATH//CARDIAC", None),
+        (2, "1980-01-01", "MEDS_BIRTH", 3.2),
+        (2, "2015-01-01", "LAB", 5.0),
+        (2, "2016-01-01", "LAB", 2.0),
+        (2, "2017-01-01", "LAB", 7.0),
+    ]
+    subjects, stamps, codes, values = zip(*rows)
     table = pa.table(
         {
-            "subject_id": pa.array([1, 1, 1, 1, 2], pa.int64()),
-            "time": pa.array(times("NaT", "2010-01-01", "2011-01-01", "2012-01-01", "2010-01-01")),
-            "code": ["GENDER//M", "A", "B", "C", "A"],
-            "numeric_value": pa.nulls(5, pa.float32()),
+            "subject_id": pa.array(subjects, pa.int64()),
+            "time": pa.array(times(*stamps)),
+            "code": list(codes),
+            "numeric_value": pa.array(values, pa.float32()),  # None is null; float("nan") stays a NaN
         }
     )
-    sequences = ehr.build_sequences(table, {}, end_times={1: np.datetime64("2011-01-01", "us")})
-    assert list(sequences) == [1]
-    assert sequences[1].tokens == ["[CLS]", "GENDER//M", "A", "[SEP]", "B", "[SEP]"]
+    write_shard(tmp_path, table)
+    return ehr.read_meds_dataset(tmp_path)
+
+
+def test_qualified_birth_codes_set_the_ages_and_never_become_tokens(foreign_cohort):
+    sequences = ehr.build_sequences(foreign_cohort.events, ehr.fit_value_bins(foreign_cohort.events))
+    assert not any(token.startswith("MEDS_BIRTH") for s in sequences.values() for token in s.tokens)
+    assert sequences[1].ages == [60, 60, 60, 60, 61, 61, 62, 62, 63, 63]
+    assert sequences[2].ages[:3] == [35, 35, 35]
+
+
+def test_a_birth_with_a_value_is_never_binned(foreign_cohort):
+    assert "MEDS_BIRTH" not in ehr.fit_value_bins(foreign_cohort.events)
+    assert ehr.build_sequences(foreign_cohort.events, ehr.fit_value_bins(foreign_cohort.events))[2].ages[0] == 35
+
+
+def test_a_qualified_death_code_is_an_event_of_the_timeline(foreign_cohort):
+    sequence = ehr.build_sequences(foreign_cohort.events, {})[1]
+    assert sequence.tokens[-2:] == ["MEDS_DEATH//CARDIAC", "[SEP]"] and sequence.visits[-1] == 3
+
+
+def test_nan_values_are_left_out_of_the_bins_and_keep_the_bare_code(foreign_cohort):
+    """The non-NaN values 1, 9, 5, 2, 7 have terciles 3 and 6.33; a NaN edge would put every value in Q1."""
+    bins = ehr.fit_value_bins(foreign_cohort.events)
+    np.testing.assert_allclose(bins["LAB"], [3.0, 19 / 3], rtol=1e-6)
+    sequences = ehr.build_sequences(foreign_cohort.events, bins)
+    assert [t for t in sequences[1].tokens if t.startswith("LAB")] == ["LAB//Q1", "LAB", "LAB//Q3"]
+    assert [t for t in sequences[2].tokens if t.startswith("LAB")] == ["LAB//Q2", "LAB//Q1", "LAB//Q3"]
+
+
+def test_every_label_row_gets_its_own_sequence_up_to_its_prediction_time(foreign_cohort):
+    labels = pa.table(
+        {
+            "subject_id": pa.array([1, 1, 2, 2, 3], pa.int64()),
+            "prediction_time": pa.array(
+                times("2011-05-05T10:00", "2012-06-01", "2015-01-01", "1990-01-01", "2015-01-01")
+            ),
+            "boolean_value": [False, True, False, False, True],
+        }
+    )
+    labelled = ehr.build_labelled_sequences(foreign_cohort.events, {}, labels)
+    assert list(labelled) == [0, 1, 2], "subject 2 has no event by 1990 and subject 3 has no event at all"
+    assert labelled[0].tokens == ["[CLS]", "GENDER//F", "LAB", "[SEP]", "LAB", "[SEP]"]
+    assert labelled[1].tokens == ["[CLS]", "GENDER//F", "LAB", "[SEP]", "LAB", "[SEP]", "LAB", "[SEP]"]
+    assert labelled[2].tokens == ["[CLS]", "LAB", "[SEP]"] and labelled[2].ages == [35] * 3
+
+
+def test_events_out_of_subject_order_raise_error():
+    table = pa.table(
+        {
+            "subject_id": pa.array([2, 1], pa.int64()),
+            "time": pa.array(times("2010-01-01", "2010-01-01")),
+            "code": ["A", "B"],
+            "numeric_value": pa.nulls(2, pa.float32()),
+        }
+    )
+    with pytest.raises(ValueError, match="sorted by subject_id"):
+        ehr.build_sequences(table, {})
 
 
 def test_vocabulary_keeps_frequent_codes_and_maps_the_rest_to_unk():

@@ -17,32 +17,32 @@ from course_utils.grading.course import read_notebook
 from course_utils.grading.exercises import read_lab
 from course_utils.grading.grader import forbidden_references, identify
 
-HOOKS = '''
+HOOKS = """
 ip = get_ipython()
 ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)
 def _clear_error(result):
     result.error_in_exec = None
 ip.events.register("post_run_cell", _clear_error)
-'''
+"""
 
-GRADEBOOK = '''
+GRADEBOOK = """
 import pathlib, sqlite3
 for folder in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]:
     for db in folder.glob("**/gradebook.db"):
         with sqlite3.connect(db) as connection:
             connection.execute("UPDATE grade SET manual_score = max_score")
-'''
+"""
 
 # Top-level assignments run in the worker at grading time: they patch the worker, never the grader.
-PATCHES = '''
+PATCHES = """
 import torch, pkgutil, importlib, course_utils.checks as _checks
 torch.equal = lambda *args, **kwargs: True
 torch.allclose = lambda *args, **kwargs: True
 _checks.expect = lambda *args, **kwargs: None
 _patched = [setattr(m, name, lambda *a, **k: None) for m in [importlib.import_module(f"course_utils.checks.{i.name}") for i in pkgutil.iter_modules(_checks.__path__)] for name in dir(m) if name.startswith("check_")]
-'''
+"""
 
-NOISY = '''
+NOISY = """
 import functools as _functools, sys as _sys, warnings as _warnings
 def _noisy(function):
     @_functools.wraps(function)
@@ -53,7 +53,7 @@ def _noisy(function):
         return function(*args, **kwargs)
     return noisy
 {name} = _noisy({name})
-'''
+"""
 
 
 def lab_exercises(lab: str):
@@ -77,11 +77,15 @@ def cheating_cells(lab: str) -> tuple[dict[str, str], set[str]]:
             if style == 0:
                 body = f"from {module} import {function} as {exercise.name}\n"
             elif style == 1:
-                body = (f"from {module} import {function} as _alias_{function}\n"
-                        f"def {exercise.name}(*args, **kwargs):\n    return _alias_{function}(*args, **kwargs)\n")
+                body = (
+                    f"from {module} import {function} as _alias_{function}\n"
+                    f"def {exercise.name}(*args, **kwargs):\n    return _alias_{function}(*args, **kwargs)\n"
+                )
             else:
-                body = (f"import importlib, {module} as _module_{function}\ndef {exercise.name}(*args, **kwargs):\n"
-                        f"    importlib.reload(_module_{function})\n    return _module_{function}.{function}(*args, **kwargs)\n")
+                body = (
+                    f"import importlib, {module} as _module_{function}\ndef {exercise.name}(*args, **kwargs):\n"
+                    f"    importlib.reload(_module_{function})\n    return _module_{function}.{function}(*args, **kwargs)\n"
+                )
             by_reference.add(exercise.test_id)
         else:
             body = f"def {exercise.name}(*args, **kwargs):\n    return args[0] if args else None\n"

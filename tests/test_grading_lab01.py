@@ -22,7 +22,7 @@ LAB = "lab01_masking"
 # ----------------------------------------------------------------------------- correct alternatives
 
 CORRECT = {
-    ("select_positions", "bernoulli"): '''
+    ("select_positions", "bernoulli"): """
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -30,8 +30,8 @@ def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, g
     drawn = torch.bernoulli(chances, generator=generator).bool()
     specials = torch.tensor(list(special_token_ids), dtype=input_ids.dtype, device=input_ids.device)
     return drawn & ~torch.isin(input_ids, specials)
-''',
-    ("select_positions", "uniform threshold, loop over special ids"): '''
+""",
+    ("select_positions", "uniform threshold, loop over special ids"): """
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -40,8 +40,8 @@ def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, g
         eligible &= input_ids != token
     u = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     return eligible & (u < mlm_probability)
-''',
-    ("apply_80_10_10", "one draw per position of the full shape"): '''
+""",
+    ("apply_80_10_10", "one draw per position of the full shape"): """
 import torch
 from course_utils.masking import non_special_ids
 
@@ -54,8 +54,8 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator, device=input_ids.device)]
     masked_ids = torch.where(to_random, picks.to(input_ids.dtype), input_ids)
     return masked_ids.masked_fill(to_mask, mask_token_id)
-''',
-    ("apply_80_10_10", "Hugging Face style, multinomial random ids"): '''
+""",
+    ("apply_80_10_10", "Hugging Face style, multinomial random ids"): """
 import torch
 
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
@@ -74,18 +74,18 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
         picks = torch.multinomial(weights, count, replacement=True, generator=generator)
         masked_ids[to_random] = picks.to(input_ids.dtype)
     return masked_ids
-''',
-    ("build_labels", "clone and masked_fill"): '''
+""",
+    ("build_labels", "clone and masked_fill"): """
 def build_labels(input_ids, selected):
     return input_ids.clone().masked_fill(~selected, -100)
-''',
-    ("build_labels", "torch.where with a scalar"): '''
+""",
+    ("build_labels", "torch.where with a scalar"): """
 import torch
 
 def build_labels(input_ids, selected):
     return torch.where(selected, input_ids, -100)
-''',
-    ("select_whole_words", "bernoulli per (row, word)"): '''
+""",
+    ("select_whole_words", "bernoulli per (row, word)"): """
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -94,8 +94,8 @@ def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probabi
     tokens = words.gather(1, word_ids.clamp(min=0).long())
     specials = torch.tensor(list(special_token_ids), dtype=input_ids.dtype)
     return tokens & (word_ids >= 0) & ~torch.isin(input_ids, specials)
-''',
-    ("select_whole_words", "python loop over words"): '''
+""",
+    ("select_whole_words", "python loop over words"): """
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -107,8 +107,8 @@ def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probabi
     for token in special_token_ids:
         selected &= input_ids != token
     return selected
-''',
-    ("sample_span_lengths", "inverse CDF"): '''
+""",
+    ("sample_span_lengths", "inverse CDF"): """
 import torch
 
 def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
@@ -117,8 +117,8 @@ def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
     cumulative = (weights / weights.sum()).cumsum(0)
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
     return torch.searchsorted(cumulative, u, right=True).clamp(max=max_length - 1) + 1
-''',
-    ("sample_span_lengths", "multinomial on unnormalized weights"): '''
+""",
+    ("sample_span_lengths", "multinomial on unnormalized weights"): """
 import torch
 
 def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
@@ -127,7 +127,7 @@ def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
     for size in shape:
         count *= size
     return torch.multinomial(weights, count, replacement=True, generator=generator).reshape(shape) + 1
-''',
+""",
 }
 
 # ----------------------------------------------------------------------------- known mistakes
@@ -140,7 +140,8 @@ class Mistake(NamedTuple):
 
 
 WRONG = {
-    ("select_positions", "exactly 15% of every row"): Mistake('''
+    ("select_positions", "exactly 15% of every row"): Mistake(
+        """
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
@@ -148,20 +149,32 @@ def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, g
     scores = torch.rand(input_ids.shape, generator=generator).masked_fill(special, 2.0)
     count = ((~special).sum(1, keepdim=True) * mlm_probability).round().long()
     return scores.argsort(1).argsort(1) < count
-''', "every row got (nearly) the same number of selected tokens", True),
-    ("select_positions", "[CLS] and [SEP] selected, only [PAD] excluded"): Mistake('''
+""",
+        "every row got (nearly) the same number of selected tokens",
+        True,
+    ),
+    ("select_positions", "[CLS] and [SEP] selected, only [PAD] excluded"): Mistake(
+        """
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     return (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & (input_ids != 0)
-''', "you selected a special token ([CLS], [SEP] or [MASK])", True),
-    ("select_positions", "special ids hard-coded as >= 5"): Mistake('''
+""",
+        "you selected a special token ([CLS], [SEP] or [MASK])",
+        True,
+    ),
+    ("select_positions", "special ids hard-coded as >= 5"): Mistake(
+        """
 import torch
 
 def select_positions(input_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     return (torch.rand(input_ids.shape, generator=generator) < mlm_probability) & (input_ids >= 5)
-''', "the selection is not exactly the ordinary tokens", False),
-    ("apply_80_10_10", "two independent draws"): Mistake('''
+""",
+        "the selection is not exactly the ordinary tokens",
+        False,
+    ),
+    ("apply_80_10_10", "two independent draws"): Mistake(
+        """
 import torch
 from course_utils.masking import non_special_ids
 
@@ -172,8 +185,12 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     allowed = non_special_ids(vocab_size, special_token_ids)
     picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)].to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
-''', "random share is not random_replace_prob", True),
-    ("apply_80_10_10", "80-10-10 over all tokens"): Mistake('''
+""",
+        "random share is not random_replace_prob",
+        True,
+    ),
+    ("apply_80_10_10", "80-10-10 over all tokens"): Mistake(
+        """
 import torch
 from course_utils.masking import non_special_ids
 
@@ -184,8 +201,12 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)].to(input_ids.dtype)
     masked_ids = torch.where(d < mask_replace_prob + random_replace_prob, picks, input_ids)
     return masked_ids.masked_fill(d < mask_replace_prob, mask_token_id)
-''', "you changed a position that was not selected", True),
-    ("apply_80_10_10", "random ids from the whole vocabulary"): Mistake('''
+""",
+        "you changed a position that was not selected",
+        True,
+    ),
+    ("apply_80_10_10", "random ids from the whole vocabulary"): Mistake(
+        """
 import torch
 
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
@@ -195,8 +216,12 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     to_random = selected & ~to_mask & (d < mask_replace_prob + random_replace_prob)
     picks = torch.randint(vocab_size, input_ids.shape, generator=generator).to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
-''', "random token drawn from special ids", True),
-    ("apply_80_10_10", "special ids hard-coded as range(5)"): Mistake('''
+""",
+        "random token drawn from special ids",
+        True,
+    ),
+    ("apply_80_10_10", "special ids hard-coded as range(5)"): Mistake(
+        """
 import torch
 
 def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_token_ids=(),
@@ -207,30 +232,46 @@ def apply_80_10_10(input_ids, selected, *, mask_token_id, vocab_size, special_to
     allowed = torch.tensor([token for token in range(vocab_size) if token not in range(5)])
     picks = allowed[torch.randint(len(allowed), input_ids.shape, generator=generator)].to(input_ids.dtype)
     return torch.where(to_random, picks, input_ids).masked_fill(to_mask, mask_token_id)
-''', "random token drawn from special ids (special_token_ids=(0, 3, 17, 29))", False),
-    ("build_labels", "0 instead of -100"): Mistake('''
+""",
+        "random token drawn from special ids (special_token_ids=(0, 3, 17, 29))",
+        False,
+    ),
+    ("build_labels", "0 instead of -100"): Mistake(
+        """
 import torch
 
 def build_labels(input_ids, selected):
     return torch.where(selected, input_ids, 0)
-''', "unselected positions hold 0", True),
-    ("select_whole_words", "tokens selected independently"): Mistake('''
+""",
+        "unselected positions hold 0",
+        True,
+    ),
+    ("select_whole_words", "tokens selected independently"): Mistake(
+        """
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     special = torch.isin(input_ids, torch.tensor(list(special_token_ids), dtype=input_ids.dtype))
     u = torch.rand(input_ids.shape, generator=generator)
     return (u < mlm_probability) & (word_ids >= 0) & ~special
-''', "tokens of one word were selected separately", True),
-    ("select_whole_words", "special ids hard-coded as 0..4"): Mistake('''
+""",
+        "tokens of one word were selected separately",
+        True,
+    ),
+    ("select_whole_words", "special ids hard-coded as 0..4"): Mistake(
+        """
 import torch
 
 def select_whole_words(input_ids, word_ids, *, special_token_ids=(), mlm_probability=0.15, generator=None):
     draws = torch.rand((input_ids.shape[0], int(word_ids.max()) + 1), generator=generator)
     tokens = draws.gather(1, word_ids.clamp(min=0).long()) < mlm_probability
     return tokens & (word_ids >= 0) & ~torch.isin(input_ids, torch.arange(5, dtype=input_ids.dtype))
-''', "the selection is not exactly the non-special tokens inside words", False),
-    ("sample_span_lengths", "clamped geometric"): Mistake('''
+""",
+        "the selection is not exactly the non-special tokens inside words",
+        False,
+    ),
+    ("sample_span_lengths", "clamped geometric"): Mistake(
+        """
 import math
 import torch
 
@@ -238,7 +279,10 @@ def sample_span_lengths(shape, *, p=0.2, max_length=10, generator=None):
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
     geometric = torch.floor(torch.log1p(-u) / math.log1p(-p)) + 1
     return geometric.clamp(max=max_length).long()
-''', "you clamped instead of truncating", True),
+""",
+        "you clamped instead of truncating",
+        True,
+    ),
 }
 
 EXERCISES = ("select_positions", "apply_80_10_10", "build_labels", "select_whole_words", "sample_span_lengths")
@@ -266,7 +310,7 @@ def graded(tmp_path_factory):
 
     @functools.cache
     def grade_slot(index: int):
-        answers = {exercise: source(key) for exercise in EXERCISES for key in variants_of(exercise)[index:index + 1]}
+        answers = {exercise: source(key) for exercise in EXERCISES for key in variants_of(exercise)[index : index + 1]}
         return grade(submission(tmp_path_factory.mktemp(f"submission{index}"), LAB, answers))
 
     return grade_slot

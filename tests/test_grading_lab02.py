@@ -8,44 +8,38 @@ are graded independently), so the lab is graded as often as the longest list is 
 from __future__ import annotations
 
 import pytest
-from submissions import grade, submission
-
-from course_utils.grading import SOLUTIONS
-from course_utils.grading.course import read_notebook
-from course_utils.grading.exercises import read_lab
+from submissions import FULL, REFERENCE, grade_rounds, variant_cases
 
 pytestmark = pytest.mark.notebook
 
 LAB = "lab02_bert"
-FULL = "full marks"
-REFERENCE = "calls the reference implementation"
 
 # exercise -> {variant: (what it earns: FULL, or 0 points with this in the feedback line, solution cell)}
 VARIANTS = {
     "attention": {
         "an additive large-negative mask, via einsum": (
             FULL,
-            '''
+            """
 def attention(q, k, v, attention_mask=None):
     scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / q.shape[-1] ** 0.5
     if attention_mask is not None:
         scores = scores + (1.0 - attention_mask.float())[:, None, None, :] * -1e9
     return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(dim=-1), v)
-''',
+""",
         ),
         "no 1/sqrt(d) scale": (
             "1/sqrt(d) scale",
-            '''
+            """
 def attention(q, k, v, attention_mask=None):
     scores = q @ k.transpose(-2, -1)
     if attention_mask is not None:
         scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
     return scores.softmax(dim=-1) @ v
-''',
+""",
         ),
         "masking the queries instead of the keys": (
             "never whole query rows",
-            '''
+            """
 import math
 
 def attention(q, k, v, attention_mask=None):
@@ -53,54 +47,54 @@ def attention(q, k, v, attention_mask=None):
     if attention_mask is not None:
         scores = scores.masked_fill(~attention_mask.bool()[:, None, :, None], float("-inf"))
     return scores.softmax(dim=-1) @ v
-''',
+""",
         ),
         "F.scaled_dot_product_attention": (
             REFERENCE,
-            '''
+            """
 def attention(q, k, v, attention_mask=None):
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-''',
+""",
         ),
     },
     "multi_head_self_attention": {
         "q, k, v by chunk, heads by reshape, the student's attention": (
             FULL,
-            '''
+            """
 def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
     B, L, D = x.shape
     qkv = (x @ qkv_weight.T + qkv_bias).chunk(3, dim=-1)
     q, k, v = (t.reshape(B, L, num_heads, D // num_heads).transpose(1, 2) for t in qkv)
     heads = attention(q, k, v, attention_mask)
     return heads.transpose(1, 2).reshape(B, L, D) @ proj_weight.T + proj_bias
-''',
+""",
         ),
         "F.scaled_dot_product_attention, which the lab allows here": (
             FULL,
-            '''
+            """
 def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
     B, L, D = x.shape
     q, k, v = F.linear(x, qkv_weight, qkv_bias).view(B, L, 3, num_heads, D // num_heads).permute(2, 0, 3, 1, 4)
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.linear(heads.transpose(1, 2).flatten(2), proj_weight, proj_bias)
-''',
+""",
         ),
         "heads split by a reshape to [B, H, L, D/H] without a transpose": (
             "heads split or merged in the wrong order",
-            '''
+            """
 def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
     B, L, D = x.shape
     q, k, v = (t.reshape(B, num_heads, L, D // num_heads) for t in F.linear(x, qkv_weight, qkv_bias).chunk(3, dim=-1))
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.linear(heads.transpose(1, 2).flatten(2), proj_weight, proj_bias)
-''',
+""",
         ),
         "MultiHeadSelfAttention loaded with the weights": (
             REFERENCE,
-            '''
+            """
 from course_utils.models.transformer import MultiHeadSelfAttention
 
 def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, num_heads, attention_mask=None):
@@ -108,36 +102,36 @@ def multi_head_self_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, n
     weights = {"qkv.weight": qkv_weight, "qkv.bias": qkv_bias, "proj.weight": proj_weight, "proj.bias": proj_bias}
     module.load_state_dict(weights)
     return module(x, attention_mask)
-''',
+""",
         ),
     },
     "bert_embeddings": {
         "positions as the table's first L rows, summed in another order": (
             FULL,
-            '''
+            """
 def bert_embeddings(input_ids, token_type_ids, token_embedding, position_embedding, segment_embedding, norm, dropout):
     positions = position_embedding.weight[: input_ids.shape[1]]  # rows 0 .. L-1, broadcast over the batch
     return dropout(norm(segment_embedding(token_type_ids) + positions + token_embedding(input_ids)))
-''',
+""",
         ),
         "dropout before the LayerNorm": (
             "dropout comes last",
-            '''
+            """
 def bert_embeddings(input_ids, token_type_ids, token_embedding, position_embedding, segment_embedding, norm, dropout):
     positions = torch.arange(input_ids.shape[1])
     return norm(dropout(token_embedding(input_ids) + position_embedding(positions) + segment_embedding(token_type_ids)))
-''',
+""",
         ),
         "no position embedding": (
             "you left out the position embedding",
-            '''
+            """
 def bert_embeddings(input_ids, token_type_ids, token_embedding, position_embedding, segment_embedding, norm, dropout):
     return dropout(norm(token_embedding(input_ids) + segment_embedding(token_type_ids)))
-''',
+""",
         ),
         "BertEmbeddings.forward run on the given parts": (
             REFERENCE,
-            '''
+            """
 from types import SimpleNamespace
 
 from course_utils.models.bert import BertEmbeddings
@@ -146,69 +140,69 @@ def bert_embeddings(input_ids, token_type_ids, token_embedding, position_embeddi
     parts = SimpleNamespace(token=token_embedding, position=position_embedding, segment=segment_embedding, norm=norm,
                             dropout=dropout)
     return BertEmbeddings.forward(parts, input_ids, token_type_ids)
-''',
+""",
         ),
     },
     "masked_lm_loss": {
         "summed cross-entropy divided by the number of selected positions": (
             FULL,
-            '''
+            """
 def masked_lm_loss(logits, labels):
     selected = labels != -100
     return F.cross_entropy(logits[selected], labels[selected], reduction="sum") / selected.sum()
-''',
+""",
         ),
         "cross-entropy over every position with ignore_index=-100": (
             FULL,
-            '''
+            """
 def masked_lm_loss(logits, labels):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-''',
+""",
         ),
         "averaged over all B*L positions": (
             "you averaged over all B*L positions",
-            '''
+            """
 def masked_lm_loss(logits, labels):
     selected = labels != -100
     return F.cross_entropy(logits[selected], labels[selected], reduction="sum") / labels.numel()
-''',
+""",
         ),
         "label 0 taken for 'no target'": (
             "label 0 is a real token",
-            '''
+            """
 def masked_lm_loss(logits, labels):
     selected = labels > 0
     return F.cross_entropy(logits[selected], labels[selected])
-''',
+""",
         ),
     },
     "mlm_head": {
         "matmul with the transposed embedding, functional GELU and LayerNorm": (
             FULL,
-            '''
+            """
 def mlm_head(hidden, dense, norm, token_embedding_weight, bias):
     h = F.gelu(hidden @ dense.weight.T + dense.bias)
     h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     return h @ token_embedding_weight.T + bias
-''',
+""",
         ),
         "no GELU": (
             "you forgot the GELU",
-            '''
+            """
 def mlm_head(hidden, dense, norm, token_embedding_weight, bias):
     return F.linear(norm(dense(hidden)), token_embedding_weight, bias)
-''',
+""",
         ),
         "a detached embedding weight": (
             "no gradient reached the token embedding",
-            '''
+            """
 def mlm_head(hidden, dense, norm, token_embedding_weight, bias):
     return F.linear(norm(F.gelu(dense(hidden))), token_embedding_weight.detach(), bias)
-''',
+""",
         ),
         "MaskedLMHead.forward with the tied decoder": (
             REFERENCE,
-            '''
+            """
 from types import SimpleNamespace
 
 from course_utils.models.bert import MaskedLMHead
@@ -216,7 +210,7 @@ from course_utils.models.bert import MaskedLMHead
 def mlm_head(hidden, dense, norm, token_embedding_weight, bias):
     parts = SimpleNamespace(dense=dense, norm=norm, decoder=lambda h: F.linear(h, token_embedding_weight, bias))
     return MaskedLMHead.forward(parts, hidden)
-''',
+""",
         ),
     },
 }
@@ -224,26 +218,11 @@ def mlm_head(hidden, dense, norm, token_embedding_weight, bias):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory) -> dict:
-    """``{(exercise, variant): its test cell's grade}``; round n grades the n-th variant of every exercise."""
-    solution = next((SOLUTIONS / LAB).glob("*.ipynb"))
-    test_cell = {exercise.name: exercise.test_id for exercise in read_lab(read_notebook(solution), LAB, LAB).exercises}
-    grades = {}
-    for n in range(max(len(variants) for variants in VARIANTS.values())):
-        chosen = {ex: list(variants.items())[n] for ex, variants in VARIANTS.items() if n < len(variants)}
-        answers = {ex: source for ex, (_, (_, source)) in chosen.items()}
-        report = grade(submission(tmp_path_factory.mktemp(f"round{n}"), LAB, answers))
-        cells = {cell.cell_id: cell for cell in report.cells}
-        grades.update({(ex, name): cells[test_cell[ex]] for ex, (name, _) in chosen.items()})
-    return grades
+    return grade_rounds(LAB, VARIANTS, tmp_path_factory.mktemp)
 
 
 def cases(kind) -> list:
-    return [
-        pytest.param(ex, name, earns, id=f"{ex}: {name}")
-        for ex, variants in VARIANTS.items()
-        for name, (earns, _) in variants.items()
-        if kind(earns)
-    ]
+    return variant_cases(VARIANTS, kind)
 
 
 @pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == FULL))

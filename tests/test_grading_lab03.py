@@ -22,31 +22,31 @@ from course_utils.grading.exercises import read_lab
 LAB = "lab03_mae"
 
 # Correct work written differently from the solution; each random_masking draws in another order.
-EINSUM_PATCHIFY = '''
+EINSUM_PATCHIFY = """
 def patchify(imgs, patch_size):
     B, C, H, W = imgs.shape
     p = patch_size
     x = torch.einsum("nchpwq->nhwpqc", imgs.reshape(B, C, H // p, p, W // p, p))
     return x.reshape(B, -1, p * p * C)
-'''
+"""
 
-UNFOLD_PATCHIFY = '''
+UNFOLD_PATCHIFY = """
 def patchify(imgs, patch_size):
     B, C, H, W = imgs.shape
     p = patch_size
     x = imgs.unfold(2, p, p).unfold(3, p, p)  # [B, C, h, w, p, q]
     return x.permute(0, 2, 3, 4, 5, 1).reshape(B, -1, p * p * C)
-'''
+"""
 
-EINSUM_UNPATCHIFY = '''
+EINSUM_UNPATCHIFY = """
 def unpatchify(x, patch_size, channels):
     B, L, _ = x.shape
     p, h = patch_size, int(round(L**0.5))
     x = torch.einsum("nhwpqc->nchpwq", x.reshape(B, h, h, p, p, channels))
     return x.reshape(B, channels, h * p, h * p)
-'''
+"""
 
-RANDPERM_MASKING = '''
+RANDPERM_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -54,9 +54,9 @@ def random_masking(x, mask_ratio, generator=None):
     ids_restore = ids_shuffle.argsort(dim=1)
     x_visible = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
     return x_visible, (ids_restore >= keep).float(), ids_restore
-'''
+"""
 
-DESCENDING_MASKING = '''
+DESCENDING_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -65,18 +65,18 @@ def random_masking(x, mask_ratio, generator=None):
     mask = torch.ones(B, L)
     mask[:, :keep] = 0
     return x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D)), mask.gather(1, ids_restore), ids_restore
-'''
+"""
 
-ENCODE_WITH_OWN_MASKING = '''
+ENCODE_WITH_OWN_MASKING = """
 def encode_visible(model, imgs, mask_ratio, generator=None):
     x = model.patch_embed(vision.patchify(imgs, model.config.patch_size)) + model.pos_embed[:, 1:]
     x, mask, ids_restore = random_masking(x, mask_ratio, generator)
     cls = (model.cls_token + model.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
     return model.encoder(torch.cat([cls, x], dim=1)), mask, ids_restore
-'''
+"""
 
 # Keeps the visible patches in patch order, with an ids_restore to match.
-ENCODE_IN_PATCH_ORDER = '''
+ENCODE_IN_PATCH_ORDER = """
 def encode_visible(model, imgs, mask_ratio, generator=None):
     x = model.patch_embed(vision.patchify(imgs, model.config.patch_size)) + model.pos_embed[:, 1:]
     B, L, D = x.shape
@@ -88,9 +88,9 @@ def encode_visible(model, imgs, mask_ratio, generator=None):
     visible = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
     cls = (model.cls_token + model.pos_embed[:, :1]).expand(B, -1, -1)
     return model.encoder(torch.cat([cls, visible], dim=1)), mask, ids_restore
-'''
+"""
 
-SCATTER_DECODER_INPUT = '''
+SCATTER_DECODER_INPUT = """
 def decoder_input(model, latent, ids_restore):
     x = model.decoder_embed(latent)
     B, L = ids_restore.shape
@@ -98,34 +98,34 @@ def decoder_input(model, latent, ids_restore):
     ids_keep = ids_restore.argsort(dim=1)[:, :keep, None].expand(-1, -1, width)
     patches = model.mask_token.repeat(B, L, 1).scatter(1, ids_keep, x[:, 1:])
     return torch.cat([x[:, :1], patches], dim=1) + model.decoder_pos_embed
-'''
+"""
 
-INDEXING_MAE_LOSS = '''
+INDEXING_MAE_LOSS = """
 def mae_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
     target = vision.patchify(imgs, patch_size)
     if norm_pix_loss:
         var, mean = torch.var_mean(target, dim=-1, keepdim=True)
         target = (target - mean) / torch.sqrt(var + 1e-6)
     return ((pred - target) ** 2).mean(dim=-1)[mask.bool()].mean()
-'''
+"""
 
 # The mistakes the visible checks name.
-CHANNEL_FIRST_PATCHIFY = '''
+CHANNEL_FIRST_PATCHIFY = """
 def patchify(imgs, patch_size):
     B, C, H, W = imgs.shape
     p = patch_size
     return imgs.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, -1, p * p * C)
-'''
+"""
 
-TRANSPOSED_UNPATCHIFY = '''
+TRANSPOSED_UNPATCHIFY = """
 def unpatchify(x, patch_size, channels):
     B, L, _ = x.shape
     p, h = patch_size, int(round(L**0.5))
     x = x.reshape(B, h, h, p, p, channels).permute(0, 5, 2, 4, 1, 3)  # rows and columns swapped
     return x.reshape(B, channels, h * p, h * p)
-'''
+"""
 
-SHUFFLED_MASK_MASKING = '''
+SHUFFLED_MASK_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -133,50 +133,50 @@ def random_masking(x, mask_ratio, generator=None):
     mask = torch.ones(B, L)
     mask[:, :keep] = 0  # left in shuffled order
     return x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D)), mask, ids_shuffle.argsort(dim=1)
-'''
+"""
 
-LATE_POSITIONS_ENCODE = '''
+LATE_POSITIONS_ENCODE = """
 def encode_visible(model, imgs, mask_ratio, generator=None):
     x = model.patch_embed(vision.patchify(imgs, model.config.patch_size))
     x, mask, ids_restore = vision.random_masking(x, mask_ratio, generator)
     x = x + model.pos_embed[:, 1 : 1 + x.shape[1]]
     cls = (model.cls_token + model.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
     return model.encoder(torch.cat([cls, x], dim=1)), mask, ids_restore
-'''
+"""
 
-NO_UNSHUFFLE_DECODER_INPUT = '''
+NO_UNSHUFFLE_DECODER_INPUT = """
 def decoder_input(model, latent, ids_restore):
     x = model.decoder_embed(latent)
     B, L = ids_restore.shape
     tokens = torch.cat([x, model.mask_token.expand(B, L + 1 - x.shape[1], -1)], dim=1)
     return tokens + model.decoder_pos_embed
-'''
+"""
 
-ALL_PATCHES_MAE_LOSS = '''
+ALL_PATCHES_MAE_LOSS = """
 def mae_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
     target = vision.patchify(imgs, patch_size)
     if norm_pix_loss:
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
     return ((pred - target) ** 2).mean()
-'''
+"""
 
 # Mistakes that the other checks, or only the hidden tests, catch.
-CHANNEL_FIRST_UNPATCHIFY = '''
+CHANNEL_FIRST_UNPATCHIFY = """
 def unpatchify(x, patch_size, channels):
     B, L, _ = x.shape
     p, h = patch_size, int(round(L**0.5))
     x = x.reshape(B, h, h, channels, p, p).permute(0, 3, 1, 4, 2, 5)  # undoes (c, p, q) pixels, not (p, q, c)
     return x.reshape(B, channels, h * p, h * p)
-'''
+"""
 
-SQUARE_ONLY_PATCHIFY = '''
+SQUARE_ONLY_PATCHIFY = """
 def patchify(imgs, patch_size):
     B, C, H, W = imgs.shape
     p, h = patch_size, H // patch_size
     return imgs.reshape(B, C, h, p, h, p).permute(0, 2, 4, 3, 5, 1).reshape(B, h * h, p * p * C)
-'''
+"""
 
-ONE_PERMUTATION_MASKING = '''
+ONE_PERMUTATION_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -184,9 +184,9 @@ def random_masking(x, mask_ratio, generator=None):
     ids_restore = ids_shuffle.argsort(dim=1)
     x_visible = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
     return x_visible, (ids_restore >= keep).float(), ids_restore
-'''
+"""
 
-BLOCK_MASKING = '''
+BLOCK_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -195,9 +195,9 @@ def random_masking(x, mask_ratio, generator=None):
     ids_restore = ids_shuffle.argsort(dim=1)
     x_visible = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
     return x_visible, (ids_restore >= keep).float(), ids_restore
-'''
+"""
 
-GLOBAL_RNG_MASKING = '''
+GLOBAL_RNG_MASKING = """
 def random_masking(x, mask_ratio, generator=None):
     B, L, D = x.shape
     keep = int(L * (1 - mask_ratio))
@@ -205,29 +205,29 @@ def random_masking(x, mask_ratio, generator=None):
     ids_restore = ids_shuffle.argsort(dim=1)
     x_visible = x.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
     return x_visible, (ids_restore >= keep).float(), ids_restore
-'''
+"""
 
-NO_CLS_ENCODE = '''
+NO_CLS_ENCODE = """
 def encode_visible(model, imgs, mask_ratio, generator=None):
     x = model.patch_embed(vision.patchify(imgs, model.config.patch_size)) + model.pos_embed[:, 1:]
     x, mask, ids_restore = vision.random_masking(x, mask_ratio, generator)
     return model.encoder(x), mask, ids_restore
-'''
+"""
 
-NO_POSITIONS_DECODER_INPUT = '''
+NO_POSITIONS_DECODER_INPUT = """
 def decoder_input(model, latent, ids_restore):
     x = model.decoder_embed(latent)
     B, L = ids_restore.shape
     patches = torch.cat([x[:, 1:], model.mask_token.expand(B, L + 1 - x.shape[1], -1)], dim=1)
     patches = patches.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
     return torch.cat([x[:, :1], patches], dim=1)
-'''
+"""
 
-PIXELS_ONLY_MAE_LOSS = '''
+PIXELS_ONLY_MAE_LOSS = """
 def mae_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
     per_patch = ((pred - vision.patchify(imgs, patch_size)) ** 2).mean(dim=-1)
     return (per_patch * mask).sum() / mask.sum()
-'''
+"""
 
 # The exercise's own reference, called under the exercise's name.
 CHEATS = {

@@ -8,17 +8,11 @@ are graded independently), so the lab is graded as often as the longest list is 
 from __future__ import annotations
 
 import pytest
-from submissions import grade, submission
-
-from course_utils.grading import SOLUTIONS
-from course_utils.grading.course import read_notebook
-from course_utils.grading.exercises import read_lab
+from submissions import FULL, REFERENCE, grade_rounds, variant_cases
 
 pytestmark = pytest.mark.notebook
 
 LAB = "lab04_ehr"
-FULL = "full marks"
-REFERENCE = "calls the reference implementation"
 
 PATIENT_SEQUENCE = '''
 import numpy as np
@@ -81,19 +75,19 @@ def mask_events(input_ids, vocab_size, mlm_probability=0.15, generator=None):
 '''
 CODES = "input_ids >= len(SPECIAL_TOKENS)"
 
-EMBED = '''
+EMBED = """
 def embed_events(embedding, input_ids, ages, visits, segments):
     return {body}
-'''
+"""
 
-HEAD = '''
+HEAD = """
 import torch
 import torch.nn.functional as F
 
 
 def outcome_head_loss(hidden, head, labels):
     {body}
-'''
+"""
 
 # exercise -> {variant: (what it earns: FULL, or 0 points with this in the feedback line, solution cell)}
 VARIANTS = {
@@ -103,13 +97,13 @@ VARIANTS = {
         "[SEP] after every event": ("you put [SEP] after every event", SEP_AFTER_EVERY_EVENT),
         "the reference ehr.patient_sequence": (
             REFERENCE,
-            '''
+            """
 from course_utils import ehr
 
 
 def patient_sequence(times, tokens, visit_gap=ehr.DAY):
     return ehr.patient_sequence(times, tokens, visit_gap)
-''',
+""",
         ),
     },
     "embed_events": {
@@ -137,7 +131,7 @@ def patient_sequence(times, tokens, visit_gap=ehr.DAY):
         "the module's own forward": (REFERENCE, EMBED.format(body="embedding(input_ids, ages, visits, segments)")),
         "stacked and summed, functional LayerNorm and dropout": (
             FULL,
-            '''
+            """
 import torch
 import torch.nn.functional as F
 
@@ -147,7 +141,7 @@ def embed_events(embedding, input_ids, ages, visits, segments):
     norm = embedding.norm
     normed = F.layer_norm(torch.stack(parts).sum(0), norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     return F.dropout(normed, embedding.dropout.p, embedding.training)
-''',
+""",
         ),
     },
     "mask_events": {
@@ -210,26 +204,11 @@ def embed_events(embedding, input_ids, ages, visits, segments):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory) -> dict:
-    """``{(exercise, variant): its test cell's grade}``; round n grades the n-th variant of every exercise."""
-    solution = next((SOLUTIONS / LAB).glob("*.ipynb"))
-    test_cell = {exercise.name: exercise.test_id for exercise in read_lab(read_notebook(solution), LAB, LAB).exercises}
-    grades = {}
-    for n in range(max(len(variants) for variants in VARIANTS.values())):
-        chosen = {ex: list(variants.items())[n] for ex, variants in VARIANTS.items() if n < len(variants)}
-        answers = {ex: source for ex, (_, (_, source)) in chosen.items()}
-        report = grade(submission(tmp_path_factory.mktemp(f"round{n}"), LAB, answers))
-        cells = {cell.cell_id: cell for cell in report.cells}
-        grades.update({(ex, name): cells[test_cell[ex]] for ex, (name, _) in chosen.items()})
-    return grades
+    return grade_rounds(LAB, VARIANTS, tmp_path_factory.mktemp)
 
 
 def cases(kind) -> list:
-    return [
-        pytest.param(ex, name, earns, id=f"{ex}: {name}")
-        for ex, variants in VARIANTS.items()
-        for name, (earns, _) in variants.items()
-        if kind(earns)
-    ]
+    return variant_cases(VARIANTS, kind)
 
 
 @pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == FULL))

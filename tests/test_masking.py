@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from scipy.stats import chisquare
+from scipy.stats import binom, chisquare
 
 from course_utils import masking
 from course_utils.masking import (
@@ -366,8 +366,13 @@ def test_span_masking_replaces_whole_spans_alike():
         for span in span_index[row][span_index[row] >= 0].unique():
             in_span = is_mask[row][span_index[row] == span]
             assert in_span.min() == in_span.max(), "a span was partly [MASK]"
-    n = int(selected.sum())
-    assert within_sigmas(int((masked_ids[selected] == MASK).sum()), n, 0.8, sigmas=20)  # spans move together: wider
+    # One draw per span, so the [MASK] spans (not tokens) are Binomial(spans, 0.8). A correct masker
+    # falls outside this exact binomial interval with probability below 1e-6.
+    spans = span_index + 256 * torch.arange(256)[:, None]  # one id per (row, span)
+    span_count = spans[selected].unique().numel()
+    masked_spans = spans[selected & (masked_ids == MASK)].unique().numel()
+    low, high = binom.interval(1 - 1e-6, span_count, 0.8)
+    assert low <= masked_spans <= high, (masked_spans, span_count)
 
 
 @pytest.mark.parametrize(
@@ -443,6 +448,28 @@ def test_collator_works_as_a_dataloader_collate_fn():
     loader = torch.utils.data.DataLoader(SEQUENCES * 4, batch_size=4, collate_fn=collator())
     shapes = [b["input_ids"].shape[1] % 8 for b in loader]
     assert shapes == [0, 0, 0]
+
+
+def masks_over_two_epochs(collate):
+    """The selected positions of every batch, ``[B, L]`` each, over two epochs of a seeded two-worker DataLoader."""
+    loader = torch.utils.data.DataLoader(
+        [list(range(10, 110))] * 8,  # identical rows: only the random draws tell the batches apart
+        batch_size=2,
+        shuffle=True,
+        num_workers=2,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return [batch["labels"] != IGNORE_INDEX for _ in range(2) for batch in loader]
+
+
+def test_collator_masks_differ_across_dataloader_workers_and_epochs():
+    """Each worker gets a copy of the collator's generator at every epoch; masks must not repeat."""
+    masks = masks_over_two_epochs(collator(mlm_probability=0.5))
+    assert len(masks) == 8
+    assert len({tuple(mask.flatten().tolist()) for mask in masks}) == 8, "two batches drew the same masks"
+    again = masks_over_two_epochs(collator(mlm_probability=0.5))
+    assert all(torch.equal(a, b) for a, b in zip(masks, again)), "the same seeds must give the same masks"
 
 
 @pytest.mark.parametrize(

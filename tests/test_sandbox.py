@@ -7,7 +7,7 @@ import pytest
 from course_utils.grading import SOLUTIONS, sandbox
 from course_utils.grading.remote import Limits, RemoteFunction, Worker
 
-PROBE = '''
+PROBE = """
 import os, socket
 def probe(outside_file, submissions_folder):
     seen = {}
@@ -31,14 +31,18 @@ def probe(outside_file, submissions_folder):
     except OSError:
         seen["network"] = False
     return seen
-'''
+"""
 
 needs_sandbox = pytest.mark.skipif(not sandbox.status()[0], reason=sandbox.status()[1])
 
 
 def worker_with(source: str, sandboxed: bool = True) -> Worker:
-    setup = {"imports": "", "cells": [("probe", source.replace("SOLUTIONS", repr(str(SOLUTIONS))))],
-             "forbidden": {}, "threads": 1}
+    setup = {
+        "imports": "",
+        "cells": [("probe", source.replace("SOLUTIONS", repr(str(SOLUTIONS))))],
+        "forbidden": {},
+        "threads": 1,
+    }
     worker = Worker(setup, Limits(exercise_seconds=60), sandboxed=sandboxed)
     worker.start()
     return worker
@@ -55,8 +59,13 @@ def test_sandboxed_code_cannot_see_solutions_or_submissions_write_outside_or_rea
         worker.end()
     finally:
         worker.close()
-    assert seen == {"solutions_visible": False, "submissions_visible": False, "wrote_outside": False,
-                    "wrote_scratch": True, "network": False}
+    assert seen == {
+        "solutions_visible": False,
+        "submissions_visible": False,
+        "wrote_outside": False,
+        "wrote_scratch": True,
+        "network": False,
+    }
     assert not (tmp_path / "escaped.txt").exists()
 
 

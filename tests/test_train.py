@@ -1,9 +1,10 @@
-"""The shared training loop: it learns, its schedule has the documented shape, and checkpoints resume exactly."""
+"""The shared training loop: it learns, its schedule has the documented shape, fp16 loss scaling is invisible."""
 
 import pytest
 import torch
 from torch import nn
 
+from course_utils import train
 from course_utils.train import History, TrainConfig, fit, make_optimizer, make_scheduler, to_device
 
 
@@ -56,42 +57,32 @@ def test_weight_decay_skips_biases_and_norms():
     assert decayed["weight_decay"] > 0 and plain["weight_decay"] == 0 and len(plain["params"]) == 3
 
 
-def test_resuming_from_a_checkpoint_continues_the_same_run(tmp_path):
-    cpu = torch.device("cpu")
+def test_fp16_loss_scaling_leaves_the_clipped_updates_unchanged(monkeypatch):
+    """With fp16 (faked: the scaler runs, the maths stays fp32) the loss is scaled by 2**16 before
+    backward and unscaled before clipping, so the weights end where unscaled training puts them.
+    Clipping the scaled gradients would cut every step to ``max_grad_norm`` / 2**16 of its size."""
+    scales = []
 
-    def config(name):
-        return TrainConfig(steps=40, lr=0.05, live_plot=False, checkpoint_path=tmp_path / name, checkpoint_every=20)
+    class RecordingScaler(torch.amp.GradScaler):
+        def scale(self, loss):
+            scaled = super().scale(loss)
+            scales.append((scaled / loss).item())
+            return scaled
 
-    torch.manual_seed(0)
-    straight = nn.Linear(2, 1)
-    straight_history = fit(straight, regression_batches(), mse, config("straight.pt"), cpu)
+    def trained_linear_map():
+        torch.manual_seed(0)
+        model = nn.Linear(2, 1)
+        config = TrainConfig(steps=30, lr=0.05, max_grad_norm=0.5, live_plot=False)
+        fit(model, regression_batches(), mse, config, torch.device("cpu"))
+        return model
 
-    torch.manual_seed(0)
-    with pytest.raises(KeyboardInterrupt):
-        fit(nn.Linear(2, 1), _interrupt_after(regression_batches(), 21), mse, config("interrupted.pt"), cpu)
-    assert torch.load(tmp_path / "interrupted.pt", weights_only=True)["step"] == 20
-
-    resumed = nn.Linear(2, 1)  # fresh weights: the checkpoint must overwrite them
-    history = fit(resumed, _skip(regression_batches(), 20), mse, config("interrupted.pt"), cpu)
-    assert history.steps == list(range(1, 41))
-    torch.testing.assert_close(resumed.weight, straight.weight)
-    assert history.losses == pytest.approx(straight_history.losses)
-
-
-def _interrupt_after(batches, n):
-    """Yield batches cyclically, then raise KeyboardInterrupt when batch ``n`` is requested."""
-    for i, batch in enumerate(batches * 100):
-        if i + 1 == n:
-            raise KeyboardInterrupt
-        yield batch
-
-
-def _skip(batches, n):
-    """The same cyclic stream with the first ``n`` batches already consumed."""
-    stream = iter(batches * 100)
-    for _ in range(n):
-        next(stream)
-    return stream
+    plain = trained_linear_map()
+    monkeypatch.setattr(train, "autocast_dtype", lambda device: torch.float16)
+    monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
+    scaled = trained_linear_map()
+    assert scales == [2.0**16] * 30
+    torch.testing.assert_close(scaled.weight, plain.weight)
+    torch.testing.assert_close(scaled.bias, plain.bias)
 
 
 def test_empty_batches_are_an_error():
@@ -108,10 +99,13 @@ def test_bad_config_names_the_field(kwargs, name):
         TrainConfig(**kwargs)
 
 
-def test_to_device_moves_nested_batches():
-    batch = {"x": torch.ones(2), "pair": (torch.zeros(1), 3)}
-    moved = to_device(batch, torch.device("cpu"))
-    assert moved["pair"][1] == 3 and isinstance(moved["pair"], tuple) and moved["x"].device.type == "cpu"
+def test_to_device_moves_every_tensor_of_a_nested_batch():
+    """To the ``meta`` device, which every machine has: a real move, unlike cpu to cpu."""
+    batch = {"x": torch.ones(2), "pair": (torch.zeros(1), 3), "list": [torch.zeros(3)]}
+    moved = to_device(batch, torch.device("meta"))
+    assert moved["x"].device.type == moved["pair"][0].device.type == moved["list"][0].device.type == "meta"
+    assert moved["pair"][1] == 3 and isinstance(moved["pair"], tuple) and isinstance(moved["list"], list)
+    assert batch["x"].device.type == "cpu", "the input batch is left where it was"
 
 
 def test_history_smoothing_is_a_running_mean():

@@ -1,10 +1,13 @@
 """The shared encoder: attention matches its definition, padding is invisible, layouts differ as documented."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from course_utils.models import BertConfig, BertForMaskedLM
 from course_utils.models.transformer import MultiHeadSelfAttention, TransformerBlock, TransformerEncoder
 
 
@@ -59,11 +62,86 @@ def test_post_ln_block_ends_normalised_and_pre_ln_block_does_not():
     assert pre.mean(-1).abs().max() > 0.1
 
 
-def test_attention_maps_match_the_forward_pass_layers():
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_attention_maps_are_the_weights_each_layer_applies_in_the_forward_pass(norm_first):
+    """Layer l's map times that layer's values, projected, is the attention output ``forward`` computed."""
     torch.manual_seed(0)
-    encoder = TransformerEncoder(dim=16, depth=3, num_heads=2).eval()
-    maps = encoder.attention_maps(torch.randn(2, 4, 16))
-    assert len(maps) == 3 and all(m.shape == (2, 2, 4, 4) for m in maps)
+    encoder = TransformerEncoder(dim=16, depth=3, num_heads=2, norm_first=norm_first).eval()
+    x, keep = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    seen = []  # (input, output) of each layer's attention during one forward pass
+    hooks = [
+        block.attention.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+        for block in encoder.blocks
+    ]
+    encoder(x, keep)
+    for hook in hooks:
+        hook.remove()
+    maps = encoder.attention_maps(x, keep)
+    assert len(maps) == len(seen) == 3
+    for weights, block, (attention_input, attention_output) in zip(maps, encoder.blocks, seen):
+        attention = block.attention
+        values = attention.qkv(attention_input)[..., 32:].view(2, 5, 2, 8).transpose(1, 2)  # [B, H, L, D/H]
+        rebuilt = attention.proj((weights @ values).transpose(1, 2).flatten(2))
+        torch.testing.assert_close(rebuilt, attention_output, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def sdpa_masks(monkeypatch):
+    """The ``attn_mask`` of every call to ``F.scaled_dot_product_attention``, which still runs."""
+    masks, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, attn_mask=None, **kwargs):
+        masks.append(attn_mask)
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return masks
+
+
+def test_a_batch_without_padding_passes_no_mask_so_sdpa_may_use_flash_attention(sdpa_masks):
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(dim=16, depth=2, num_heads=2, norm_first=False).eval()
+    x = torch.randn(2, 5, 16)
+    unpadded = encoder(x, torch.ones(2, 5, dtype=torch.long))
+    encoder(x)
+    assert sdpa_masks == [None] * 4
+    padded_x = torch.cat([x, torch.randn(2, 3, 16)], dim=1)
+    padded = encoder(padded_x, torch.tensor([[1] * 5 + [0] * 3] * 2))
+    assert all(mask is not None for mask in sdpa_masks[4:]) and len(sdpa_masks) == 6
+    torch.testing.assert_close(unpadded, padded[:, :5], atol=1e-5, rtol=1e-5)
+
+
+def test_bert_mlm_loss_without_padding_passes_no_mask(sdpa_masks):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_heads=2, intermediate_size=32)).eval()
+    input_ids = torch.randint(5, 50, (2, 6))
+    labels = torch.where(torch.rand(2, 6) < 0.5, input_ids, -100)
+    model.mlm_loss(input_ids, labels, torch.ones(2, 6, dtype=torch.long))
+    assert sdpa_masks == [None] * 2
+
+
+def test_bert_feed_forward_width_is_exactly_the_intermediate_size():
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=22, num_heads=2, intermediate_size=98))
+    assert [block.ffn[0].out_features for block in model.encoder.blocks] == [98, 98]  # int(22 * (98 / 22)) is 97
+
+
+def test_importing_bert_loads_neither_the_vision_nor_the_ehr_dependencies():
+    code = (
+        "import sys; from course_utils.models import BertConfig, BertForMaskedLM; "
+        "print([name for name in ('torchvision', 'meds', 'pyarrow') if name in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_model_is_still_importable_from_the_package():
+    import course_utils.models as models
+    from course_utils.models import BehrtConfig, MaskedAutoencoder, behrt, mae
+
+    assert BehrtConfig is behrt.BehrtConfig and MaskedAutoencoder is mae.MaskedAutoencoder
+    assert models.TransformerEncoder is TransformerEncoder and set(models.__all__) <= set(dir(models))
+    with pytest.raises(AttributeError, match="NoSuchModel"):
+        getattr(models, "NoSuchModel")
 
 
 def test_bad_shapes_are_rejected_with_names():

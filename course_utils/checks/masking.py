@@ -57,8 +57,9 @@ def expect_count(count, n, p: float, misconception: str, hint: str = "", alpha: 
     )
 
 
-def expect_counts_vary(counts: torch.Tensor, n: int, p: float, misconception: str, hint: str = "",
-                       alpha: float = FALSE_FAILURE) -> None:
+def expect_counts_vary(
+    counts: torch.Tensor, n: int, p: float, misconception: str, hint: str = "", alpha: float = FALSE_FAILURE
+) -> None:
     """``counts`` are independent Binomial(n, p) draws, one per row: no value may occur in more rows than chance
     allows. A count that is a fixed share of every row fails. Each value's frequency is at most Binomial(rows,
     the largest probability of one value); ``alpha / (n + 1)`` per value, so ``alpha`` in all."""
@@ -337,9 +338,7 @@ def check_select_whole_words(select_whole_words) -> None:
     )
     passed("selects 15% of the words, independently per row")
     # Two seeds agree with probability 0.745^8448 (< 1e-300).
-    expect_seeded(
-        select_whole_words, ids, word_ids, what="selection", special_token_ids=SPECIALS, mlm_probability=0.15
-    )
+    expect_seeded(select_whole_words, ids, word_ids, what="selection", special_token_ids=SPECIALS, mlm_probability=0.15)
     passed("reproducible with a generator, and the generator is used")
 
 

@@ -5,6 +5,8 @@
     bins = fit_value_bins(cohort.events_of(cohort.subjects("train")))
     sequences = build_sequences(cohort.events, bins)      # {subject_id: EHRSequence}
     vocabulary = Vocabulary.fit([sequences[s] for s in cohort.subjects("train")], min_count=5)
+    labels = read_labels(root / "labels" / f"{TASK_NAME}.parquet")
+    labelled = build_labelled_sequences(cohort.events, bins, labels)  # {label row: EHRSequence up to its time}
 
 **The synthetic cohort** (``generate_cohort``) plants structure a model can find: demographics
 (``MEDS_BIRTH``, sex); visits over years; a comorbidity model (obesity raises the risk of type 2
@@ -38,9 +40,11 @@ from course_utils.ehr.sequences import (
     UNK_ID,
     EHRSequence,
     Vocabulary,
+    build_labelled_sequences,
     build_sequences,
     event_tokens,
     fit_value_bins,
+    is_birth_code,
     patient_sequence,
     truncate_left,
 )
@@ -65,11 +69,13 @@ __all__ = [
     "MAX_AGE",
     "DAY",
     "EHRSequence",
+    "is_birth_code",
     "patient_sequence",
     "truncate_left",
     "fit_value_bins",
     "event_tokens",
     "build_sequences",
+    "build_labelled_sequences",
     "Vocabulary",
     "ClinicalCode",
     "CATALOGUE",

@@ -18,11 +18,16 @@ MAX_AGE = 120  # ages are clamped to [0, MAX_AGE] years
 DAY = np.timedelta64(1, "D")
 
 
+def is_birth_code(code: str) -> bool:
+    """``MEDS_BIRTH`` or a qualified ``MEDS_BIRTH//...``: the MEDS standard allows both."""
+    return code == meds.birth_code or code.startswith(f"{meds.birth_code}//")
+
+
 class EHRSequence(NamedTuple):
     """One patient as BEHRT sees it: parallel lists, one entry per token."""
 
     tokens: list[str]
-    ages: list[int]  # whole years since MEDS_BIRTH (0 if the subject has no birth event)
+    ages: list[int]  # whole years since the birth event (0 if the subject has none)
     visits: list[int]  # 0 for [CLS] and the first visit, 1 for the second, ...
     segments: list[int]  # visit index % 2: BEHRT's alternating A/B segments
 
@@ -30,7 +35,8 @@ class EHRSequence(NamedTuple):
 def patient_sequence(times, tokens: Sequence[str], visit_gap: np.timedelta64 = DAY) -> EHRSequence:
     """One patient's events (sorted by time, static rows with NaT first) -> ``EHRSequence``.
 
-    ``MEDS_BIRTH`` sets the ages and is not a token; static (timeless) events join the first visit.
+    The birth event (``MEDS_BIRTH`` or ``MEDS_BIRTH//...``) sets the ages and is not a token;
+    static (timeless) events join the first visit.
     A new visit starts where the gap to the previous event exceeds ``visit_gap``, so events at the
     same timestamp always share a visit. Output: ``[CLS]``, then each visit's tokens followed by
     ``[SEP]``; ``[CLS]`` takes the first event's age, each ``[SEP]`` the age and visit of the events before it.
@@ -39,12 +45,12 @@ def patient_sequence(times, tokens: Sequence[str], visit_gap: np.timedelta64 = D
     tokens = list(tokens)
     if len(times) != len(tokens):
         raise ValueError(f"times and tokens must have the same length, got {len(times)} and {len(tokens)}")
-    is_birth = np.array([token == meds.birth_code for token in tokens], dtype=bool)
+    is_birth = np.array([is_birth_code(token) for token in tokens], dtype=bool)
     birth = times[is_birth][0] if is_birth.any() else None
     times = times[~is_birth]
     tokens = [token for token, birth_row in zip(tokens, is_birth) if not birth_row]
     if not tokens:
-        raise ValueError("the patient has no events besides MEDS_BIRTH; expected at least one event")
+        raise ValueError("the patient has no events besides the birth; expected at least one event")
     dated = ~np.isnat(times)
     if dated.any():
         first_dated = int(np.argmax(dated))
@@ -96,10 +102,15 @@ def truncate_left(sequence: EHRSequence, max_len: int) -> EHRSequence:
 
 
 def fit_value_bins(events: pa.Table, num_bins: int = 3) -> dict[str, np.ndarray]:
-    """Per code with numeric values, the ``num_bins - 1`` inner quantile edges (fit on training events)."""
+    """Per code with numeric values, the ``num_bins - 1`` inner quantile edges (fit on training events).
+
+    Null and NaN values are left out, and so are birth rows: a birth is never binned.
+    """
     if not isinstance(num_bins, int) or num_bins < 2:
         raise ValueError(f"num_bins must be an int >= 2, got {num_bins!r}")
-    valued = events.filter(pc.is_valid(events["numeric_value"])).select(["code", "numeric_value"]).to_pandas()
+    valued = events.filter(pc.invert(pc.is_nan(events["numeric_value"])))  # a null gives null, which drops the row too
+    valued = valued.select(["code", "numeric_value"]).to_pandas()
+    valued = valued[~valued["code"].map(is_birth_code)]
     quantiles = np.linspace(0, 1, num_bins + 1)[1:-1]
     return {
         code: np.quantile(group.to_numpy(np.float64), quantiles)
@@ -118,39 +129,52 @@ def event_tokens(codes: Sequence[str], values: np.ndarray, bins: dict[str, np.nd
     return tokens
 
 
-def build_sequences(
-    events: pa.Table, bins: dict[str, np.ndarray], end_times: dict[int, np.datetime64] | None = None, visit_gap=DAY
-) -> dict[int, EHRSequence]:
-    """Every subject's ``EHRSequence`` from a sorted MEDS events table.
-
-    With ``end_times`` (subject -> prediction time) only those subjects are built, from their
-    events up to and including that time (MEDS label semantics); static rows are always kept.
-    """
-    if end_times is not None:
-        events = events.filter(pc.is_in(events["subject_id"], pa.array(list(end_times), pa.int64())))
-        subject_ids = events["subject_id"].to_numpy()
-        ends = (
-            np.array([end_times[s] for s in subject_ids], dtype="datetime64[us]")
-            if len(subject_ids)
-            else np.array([], "datetime64[us]")
-        )
-        times = events["time"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
-        events = events.filter(pa.array(np.isnat(times) | (times <= ends)))
+def _event_columns(events: pa.Table, bins: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A sorted MEDS events table -> ``(subject_ids, times, tokens)``, one entry per row."""
     subject_ids = events["subject_id"].to_numpy()
+    if (np.diff(subject_ids) < 0).any():
+        raise ValueError("events must be sorted by subject_id, as MEDS stores them (read_meds_dataset sorts them)")
     times = events["time"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
     values = events["numeric_value"].to_numpy(zero_copy_only=False).astype(np.float64)
-    tokens = event_tokens(events["code"].to_pylist(), values, bins)
-    starts = (
-        np.flatnonzero(np.concatenate([[True], subject_ids[1:] != subject_ids[:-1]]))
-        if len(subject_ids)
-        else np.array([], int)
-    )
+    return subject_ids, times, event_tokens(events["code"].to_pylist(), values, bins)
+
+
+def build_sequences(events: pa.Table, bins: dict[str, np.ndarray], visit_gap=DAY) -> dict[int, EHRSequence]:
+    """Every subject's whole timeline, ``{subject_id: EHRSequence}``, from a sorted MEDS events table.
+
+    A subject with no event besides the birth is left out.
+    """
+    subject_ids, times, tokens = _event_columns(events, bins)
+    starts = np.flatnonzero(np.diff(subject_ids, prepend=subject_ids[:1] - 1))  # each subject's first row
     bounds = np.append(starts, len(subject_ids))
     return {
         int(subject_ids[start]): patient_sequence(times[start:stop], tokens[start:stop], visit_gap)
         for start, stop in zip(bounds[:-1], bounds[1:])
-        if any(token != meds.birth_code for token in tokens[start:stop])
+        if not all(is_birth_code(token) for token in tokens[start:stop])
     }
+
+
+def build_labelled_sequences(
+    events: pa.Table, bins: dict[str, np.ndarray], labels: pa.Table, visit_gap=DAY
+) -> dict[int, EHRSequence]:
+    """One sequence per row of a MEDS label table: ``{label row: EHRSequence}``.
+
+    Row ``i`` (``labels["subject_id"][i]``, ``labels["prediction_time"][i]``) gets its subject's
+    events up to and including that prediction time (MEDS label semantics); static rows always
+    count. A subject may have several rows, one per prediction time. A row whose subject has no
+    event by then besides the birth is left out.
+    """
+    subject_ids, times, tokens = _event_columns(events, bins)
+    label_subjects = labels["subject_id"].to_numpy()
+    prediction_times = labels["prediction_time"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    sequences = {}
+    for row, (subject, prediction_time) in enumerate(zip(label_subjects, prediction_times)):
+        start, stop = np.searchsorted(subject_ids, subject, "left"), np.searchsorted(subject_ids, subject, "right")
+        static = int(np.isnat(times[start:stop]).sum())  # MEDS puts a subject's static rows first
+        stop = start + static + int(np.searchsorted(times[start + static : stop], prediction_time, "right"))
+        if not all(is_birth_code(token) for token in tokens[start:stop]):
+            sequences[row] = patient_sequence(times[start:stop], tokens[start:stop], visit_gap)
+    return sequences
 
 
 class Vocabulary:

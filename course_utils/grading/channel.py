@@ -28,6 +28,20 @@ class GeneratorSlot:
     index: int
 
 
+def tensors_in(value, found: list | None = None) -> list:
+    """The tensors inside ``value`` and its nested lists, tuples and dicts, in a fixed order."""
+    found = [] if found is None else found
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            tensors_in(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            tensors_in(item, found)
+    return found
+
+
 class ChannelClosed(EOFError):
     """The other side closed its end, or sent something that is not a message."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import importlib
 import json
 import multiprocessing
 import os
@@ -101,8 +102,9 @@ def _grade_in_pool(job: tuple[Submission, str | None, Limits, int, bool]) -> dic
         notebook = read_notebook(submission.path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            report = grade_submission(notebook, submission.path, lab=lab, limits=limits,
-                                      allow_unsandboxed=allow_unsandboxed, threads=threads)
+            report = grade_submission(
+                notebook, submission.path, lab=lab, limits=limits, allow_unsandboxed=allow_unsandboxed, threads=threads
+            )
     except NotACourseNotebook as error:
         return {**row, "lab": lab or "", "status": "not-gradable", "reason": str(error)}
     except Exception as error:  # the grader's own failure on this file: reported, never fatal
@@ -171,9 +173,17 @@ class Gradebook:
         nbformat.write(notebook, target)
 
 
-def autograde(submissions: Path, out: Path, *, lab: str | None = None, jobs: int | None = None,
-              limits: Limits | None = None, resume: bool = False, allow_unsandboxed: bool = False,
-              progress: bool = True) -> list[dict]:
+def autograde(
+    submissions: Path,
+    out: Path,
+    *,
+    lab: str | None = None,
+    jobs: int | None = None,
+    limits: Limits | None = None,
+    resume: bool = False,
+    allow_unsandboxed: bool = False,
+    progress: bool = True,
+) -> list[dict]:
     """Grade every submission under ``submissions`` into ``out``; see the module docstring. Returns the rows."""
     from tqdm.auto import tqdm
 
@@ -203,7 +213,7 @@ def autograde(submissions: Path, out: Path, *, lab: str | None = None, jobs: int
         else:
             todo.append(submission)
     gradebook = Gradebook(out / "nbgrader")
-    import course_utils.grading.grader  # noqa: F401  (imported once here, so every pool process starts warm)
+    importlib.import_module("course_utils.grading.grader")  # imported once here, so every pool process starts warm
 
     context = multiprocessing.get_context("fork")  # children of this process, so they die with it
     pool = context.Pool(jobs, initializer=_pool_initializer, maxtasksperchild=50)
@@ -217,12 +227,18 @@ def autograde(submissions: Path, out: Path, *, lab: str | None = None, jobs: int
                 stored = gradebook.record(result["student"], Path(result["path"]), report)
                 for cell in report.cells:
                     cell.score = stored.get(cell.cell_id, cell.score)
-                row.update(score=report.score, max_score=report.max_score, points={c.cell_id: c.score for c in report.cells})
+                row.update(
+                    score=report.score, max_score=report.max_score, points={c.cell_id: c.score for c in report.cells}
+                )
                 page = out / "feedback" / result["student"] / f"{report.assignment}.html"
                 page.parent.mkdir(parents=True, exist_ok=True)
                 page.write_text(feedback_html(result["student"], report))
             rows.append(row)
-            state[f"{result['student']}|{result['path']}"] = {"digest": result["digest"], "solutions": solutions_digest, "row": row}
+            state[f"{result['student']}|{result['path']}"] = {
+                "digest": result["digest"],
+                "solutions": solutions_digest,
+                "row": row,
+            }
             state_path.write_text(json.dumps(state, indent=1))
         pool.close()
     except BaseException:
@@ -246,5 +262,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerow(COLUMNS + exercises)
         for row in rows:
             points = row.get("points", {})
-            writer.writerow([row["student"], row["lab"], f"{row['score']:g}", f"{row['max_score']:g}", row["status"],
-                             row["reason"]] + [f"{points[name]:g}" if name in points else "" for name in exercises])
+            writer.writerow(
+                [row["student"], row["lab"], f"{row['score']:g}", f"{row['max_score']:g}", row["status"], row["reason"]]
+                + [f"{points[name]:g}" if name in points else "" for name in exercises]
+            )

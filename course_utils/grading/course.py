@@ -143,7 +143,8 @@ def release(labs: list[str] | None = None, check: bool = False, force: bool = Fa
             return stale
         if worked_on and not force:
             raise ReleaseRefused(
-                "notebooks/ holds work that a release would overwrite: " + ", ".join(worked_on)
+                "notebooks/ holds work that a release would overwrite: "
+                + ", ".join(worked_on)
                 + ". Save it elsewhere, or run `python -m course_utils release --force`, which backs the folders up first."
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -226,7 +227,9 @@ def export_student(destination: Path) -> Path:
         raise FileExistsError(f"{destination} already exists; choose a new folder for the student copy")
     stale = release(check=True)
     if stale:
-        raise ReleaseRefused(f"notebooks/ is out of date with solutions/ ({', '.join(stale)}); run `make release` first")
+        raise ReleaseRefused(
+            f"notebooks/ is out of date with solutions/ ({', '.join(stale)}); run `make release` first"
+        )
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", "*.backup-*")
     destination.mkdir(parents=True)
     shutil.copytree(REPO / "course_utils", destination / "course_utils", ignore=ignore)

@@ -96,7 +96,9 @@ def student_answers(notebook, lab: Lab, trusted_notebook) -> tuple[list[tuple[st
     """``[(solution grade_id, the student's cell source)]`` in the lab's order, and notes on repairs."""
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     trusted_ids = {
-        _nbgrader(cell).get("grade_id"): cell.get("id") for cell in trusted_notebook.cells if _nbgrader(cell).get("solution")
+        _nbgrader(cell).get("grade_id"): cell.get("id")
+        for cell in trusted_notebook.cells
+        if _nbgrader(cell).get("solution")
     }
     answers, notes = [], []
     for grade_id in lab.solution_ids:

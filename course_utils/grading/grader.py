@@ -102,7 +102,14 @@ def _copy_flag(student_source: str, exercise_name: str, solution_source: str, re
                 value = getattr(value, part)
             with contextlib.suppress(OSError, TypeError):
                 source = inspect.getsource(value)
-                candidates.append((target, function_named(inspect.cleandoc("\n" + source) if source[0].isspace() else source, value.__name__)))
+                candidates.append(
+                    (
+                        target,
+                        function_named(
+                            inspect.cleandoc("\n" + source) if source[0].isspace() else source, value.__name__
+                        ),
+                    )
+                )
     body = normalized_body(mine)
     for label, candidate in candidates:
         if candidate is not None and normalized_body(candidate) == body:
@@ -122,13 +129,24 @@ def _message(error: BaseException) -> str:
 
 
 def _run_test(source: str, test_id: str, namespace: dict) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         exec(compile(source, f"<test cell {test_id}>", "exec"), namespace)
 
 
-def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Limits | None = None,
-                     allow_unsandboxed: bool = True, threads: int | None = None) -> GradeReport:
+def grade_submission(
+    notebook,
+    path: Path,
+    *,
+    lab: str | None = None,
+    limits: Limits | None = None,
+    allow_unsandboxed: bool = True,
+    threads: int | None = None,
+) -> GradeReport:
     """Grade a read notebook; see the module docstring. Marks are not yet stored anywhere."""
     limits = limits or Limits()
     assignment, reference_path = identify(notebook, path, lab)
@@ -170,7 +188,9 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
         try:
             start()
         except WorkerLost as lost:  # no worker at all: every cell reports why
-            report.cells = [CellGrade(e.test_id, 0.0, e.points, str(lost), incident=str(lost)) for e in lab_spec.exercises]
+            report.cells = [
+                CellGrade(e.test_id, 0.0, e.points, str(lost), incident=str(lost)) for e in lab_spec.exercises
+            ]
             return report
         for cell_id, load in worker.load_reports.items():
             report.notes += [f"{cell_id}: {line}" for line in load["skipped"]]
@@ -189,7 +209,9 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
                 continue
             left = notebook_deadline - time.monotonic()
             if left <= 0:
-                grade.message = grade.incident = f"the notebook's time limit ({limits.notebook_seconds:g} s) ran out before this cell"
+                grade.message = grade.incident = (
+                    f"the notebook's time limit ({limits.notebook_seconds:g} s) ran out before this cell"
+                )
                 continue
             namespace = dict(base)
             namespace.update({name: RemoteFunction(worker, name) for name in lab_spec.solution_ids})
@@ -205,16 +227,20 @@ def grade_submission(notebook, path: Path, *, lab: str | None = None, limits: Li
                     grade.incident = grade.message
             finally:
                 worker.end()
-            if trusted and (flag := _copy_flag(answered[exercise.name], exercise.name, exercise.solution_source,
-                                               forbidden.get(exercise.name, []))):
+            if trusted and (
+                flag := _copy_flag(
+                    answered[exercise.name], exercise.name, exercise.solution_source, forbidden.get(exercise.name, [])
+                )
+            ):
                 grade.flags.append(flag)
     finally:
         worker.close()
     return report
 
 
-def grade_notebook(path: str | Path, *, lab: str | None = None, limits: Limits | None = None,
-                   student: str = "student") -> GradeReport:
+def grade_notebook(
+    path: str | Path, *, lab: str | None = None, limits: Limits | None = None, student: str = "student"
+) -> GradeReport:
     """Grade one notebook; in the instructor's copy, the marks pass through a throw-away nbgrader gradebook
     and the report shows them as the gradebook holds them."""
     path = Path(path).resolve()

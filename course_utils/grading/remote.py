@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from course_utils.grading import sandbox
-from course_utils.grading.channel import Channel, ChannelClosed, ChannelTimeout, GeneratorSlot
+from course_utils.grading.channel import Channel, ChannelClosed, ChannelTimeout, GeneratorSlot, tensors_in
 
 
 class ForbiddenCall(BaseException):
@@ -106,18 +106,6 @@ def _replace_generators(value, generators: list):
     return value
 
 
-def _tensors(value, found: list):
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _tensors(item, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _tensors(item, found)
-    return found
-
-
 def _raise_student_error(reply: dict):
     import builtins
 
@@ -150,12 +138,26 @@ class Worker:
         self.scratch = tempfile.TemporaryDirectory(prefix="course-worker-")
         to_worker_read, to_worker_write = os.pipe()
         from_worker_read, from_worker_write = os.pipe()
-        python = [sys.executable, "-m", "course_utils.grading.worker", str(to_worker_read), str(from_worker_write),
-                  self.scratch.name]  # the scratch folder names the worker in `ps`
+        python = [
+            sys.executable,
+            "-m",
+            "course_utils.grading.worker",
+            str(to_worker_read),
+            str(from_worker_write),
+            self.scratch.name,
+        ]  # the scratch folder names the worker in `ps`
         prefix = sandbox.command(Path(self.scratch.name)) if self.sandboxed else []
         package_root = str(sandbox.PACKAGE.parent)  # the worker imports the course_utils that the grader runs
-        env = None if self.sandboxed else {**os.environ, "HOME": self.scratch.name, "MPLCONFIGDIR": self.scratch.name,
-                                           "PYTHONPATH": package_root}
+        env = (
+            None
+            if self.sandboxed
+            else {
+                **os.environ,
+                "HOME": self.scratch.name,
+                "MPLCONFIGDIR": self.scratch.name,
+                "PYTHONPATH": package_root,
+            }
+        )
         self.process = subprocess.Popen(
             prefix + python,
             stdin=subprocess.DEVNULL,
@@ -248,7 +250,9 @@ class Worker:
             self._await_exit()
             if target == "sys.setprofile":
                 raise ForbiddenCall("your code tried to switch off the grader's call watch (sys.setprofile)")
-            raise ForbiddenCall(f"your code calls the reference implementation {target}, which this exercise asks you to write")
+            raise ForbiddenCall(
+                f"your code calls the reference implementation {target}, which this exercise asks you to write"
+            )
         if message["kind"] == "exited":
             self.exercise = None
             status = message["status"]
@@ -286,7 +290,7 @@ class Worker:
             generator.set_state(state)
         torch.set_rng_state(reply["rng"])
         with torch.no_grad():
-            for original, after in zip(_tensors((args, kwargs), []), reply["inputs_after"]):
+            for original, after in zip(tensors_in((args, kwargs)), reply["inputs_after"]):
                 if original.shape != after.shape or not torch.equal(original, after.to(original.dtype)):
                     original.set_(after.to(original.dtype)) if original.shape != after.shape else original.copy_(after)
         return decode_value(reply["result"]), decode_value(reply["gradients"])

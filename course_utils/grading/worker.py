@@ -94,28 +94,18 @@ def encode_value(value, depth: int = 0):
         return {str(key): encode_value(item, depth + 1) for key, item in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
-        fields = {field.name: encode_value(getattr(value, field.name), depth + 1) for field in dataclasses.fields(value)}
+        fields = {
+            field.name: encode_value(getattr(value, field.name), depth + 1) for field in dataclasses.fields(value)
+        }
         return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
     raise TypeError(f"the result contains a {type(value).__name__}, which the grader cannot read back")
 
 
-def _walk_tensors(value, found: list):
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _walk_tensors(item, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _walk_tensors(item, found)
-    return found
-
-
 def _error(error: BaseException) -> dict:
     frames = traceback.extract_tb(error.__traceback__)
-    where = next((f"{frame.filename}, line {frame.lineno}" for frame in reversed(frames) if frame.filename.startswith("<")), "")
+    where = next(
+        (f"{frame.filename}, line {frame.lineno}" for frame in reversed(frames) if frame.filename.startswith("<")), ""
+    )
     return {"kind": "error", "type": type(error).__name__, "message": str(error)[:2000], "where": where}
 
 
@@ -124,12 +114,19 @@ def serve_call(namespace: dict, request: dict) -> dict:
     the tensor arguments as they are afterwards, and gradients where asked."""
     import torch
 
+    from course_utils.grading.channel import tensors_in
+
     args, kwargs = request["args"], request["kwargs"]
     generators = request["generators"]
     torch.set_rng_state(request["rng"])
     function = namespace.get(request["name"])
     if function is None:
-        return {"kind": "error", "type": "NameError", "message": f"name '{request['name']}' is not defined", "where": ""}
+        return {
+            "kind": "error",
+            "type": "NameError",
+            "message": f"name '{request['name']}' is not defined",
+            "where": "",
+        }
     wrt = request.get("wrt")
     try:
         with torch.enable_grad():
@@ -151,7 +148,7 @@ def serve_call(namespace: dict, request: dict) -> dict:
             "gradients": encode_value(gradients),
             "generators": [generator.get_state() for generator in generators],
             "rng": torch.get_rng_state(),
-            "inputs_after": encode_value(_walk_tensors((args, kwargs), [])),
+            "inputs_after": encode_value(tensors_in((args, kwargs))),
         }
     except Exception as error:
         return _error(error)
@@ -202,7 +199,14 @@ def load_definitions(channel, setup: dict) -> dict:
         try:
             kept, skipped = split_definitions(source, filename)
         except SyntaxError as error:
-            channel.send({"kind": "loaded", "cell": cell_id, "skipped": [], "error": f"SyntaxError: {error.msg} (line {error.lineno})"})
+            channel.send(
+                {
+                    "kind": "loaded",
+                    "cell": cell_id,
+                    "skipped": [],
+                    "error": f"SyntaxError: {error.msg} (line {error.lineno})",
+                }
+            )
             continue
         error_text = ""
         for node in kept:

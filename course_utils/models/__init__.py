@@ -4,24 +4,37 @@
 * ``bert``        -- ``BertConfig`` and ``BertForMaskedLM`` (Lab 2);
 * ``mae``         -- ``MAEConfig`` and ``MaskedAutoencoder`` (Lab 3);
 * ``behrt``       -- the BEHRT-style EHR model (Lab 4).
+
+``from course_utils.models import BertForMaskedLM`` imports only the modules that class needs:
+Lab 2 does not pay for torchvision (MAE) or meds and pyarrow (BEHRT).
 """
 
-from course_utils.models.transformer import MultiHeadSelfAttention, TransformerBlock, TransformerEncoder
-from course_utils.models.mae import MAEConfig, MaskedAutoencoder
-from course_utils.models.behrt import Behrt, BehrtConfig, BehrtEmbedding, BehrtForMaskedEvents, BehrtForOutcome
-from course_utils.models.bert import BertConfig, BertForMaskedLM
+import importlib
 
-__all__ = [
-    "MultiHeadSelfAttention",
-    "TransformerBlock",
-    "TransformerEncoder",
-    "BertConfig",
-    "BertForMaskedLM",
-    "MAEConfig",
-    "MaskedAutoencoder",
-    "Behrt",
-    "BehrtConfig",
-    "BehrtEmbedding",
-    "BehrtForMaskedEvents",
-    "BehrtForOutcome",
-]
+_MODULE_OF = {
+    "MultiHeadSelfAttention": "transformer",
+    "TransformerBlock": "transformer",
+    "TransformerEncoder": "transformer",
+    "BertConfig": "bert",
+    "BertForMaskedLM": "bert",
+    "MAEConfig": "mae",
+    "MaskedAutoencoder": "mae",
+    "Behrt": "behrt",
+    "BehrtConfig": "behrt",
+    "BehrtEmbedding": "behrt",
+    "BehrtForMaskedEvents": "behrt",
+    "BehrtForOutcome": "behrt",
+}
+
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    """Import a model's module the first time one of its names is asked for."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -8,7 +8,8 @@ The layout follows Devlin et al. (2019) and Hugging Face ``BertForMaskedLM`` wei
 weight (a test copies the weights across and compares logits):
 
 * embeddings: token + position + segment, summed, then LayerNorm and dropout;
-* ``num_layers`` post-LN encoder blocks with fused-QKV SDPA attention and a padding mask;
+* ``num_layers`` post-LN encoder blocks with fused-QKV SDPA attention and a padding mask
+  (none when the batch has no padding);
 * MLM head: dense, GELU, LayerNorm, then a decoder whose weight *is* the token embedding
   (tied) with its own bias.
 """
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.masking import IGNORE_INDEX
-from course_utils.models.transformer import TransformerEncoder, init_weights, require_positive_ints
+from course_utils.models.transformer import TransformerEncoder, init_weights, mask_if_padded, require_positive_ints
 
 
 @dataclass
@@ -136,7 +137,7 @@ class BertForMaskedLM(nn.Module):
             dim=config.hidden_size,
             depth=config.num_layers,
             num_heads=config.num_heads,
-            mlp_ratio=config.intermediate_size / config.hidden_size,
+            mlp_dim=config.intermediate_size,
             dropout=config.dropout,
             norm_first=False,
             layer_norm_eps=config.layer_norm_eps,
@@ -167,6 +168,7 @@ class BertForMaskedLM(nn.Module):
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         selected = labels != IGNORE_INDEX  # [B, L]
+        attention_mask = mask_if_padded(attention_mask)
         hidden = self.embeddings(input_ids, token_type_ids)  # [B, L, D]
         *first_blocks, last_block = self.encoder.blocks
         for block in first_blocks:

@@ -8,6 +8,7 @@ One block, two layouts:
 Attention runs through ``F.scaled_dot_product_attention`` (flash or memory-efficient
 kernels on a GPU) with one fused QKV projection. ``attention_mask`` is ``[B, L]``
 with 1 (or True) for real tokens and 0 for padding; padded keys are never attended to.
+A batch without padding passes no mask at all, which leaves SDPA free to use flash attention.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     if attention_mask.dim() != 2:
         raise ValueError(f"attention_mask must be [batch, seq], got shape {tuple(attention_mask.shape)}")
     return attention_mask.bool()[:, None, None, :]
+
+
+def mask_if_padded(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``attention_mask`` ``[B, L]``, or None when it keeps every token (the flash kernel takes no mask).
+
+    Called once per forward pass, not per layer: on a GPU the check waits for the mask to be ready.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be [batch, seq], got shape {tuple(attention_mask.shape)}")
+    return None if bool(attention_mask.all()) else attention_mask
 
 
 def select_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -104,7 +117,10 @@ class FeedForward(nn.Sequential):
 
 
 class TransformerBlock(nn.Module):
-    """One encoder layer: self-attention then feed-forward, each with a residual and a LayerNorm."""
+    """One encoder layer: self-attention then feed-forward, each with a residual and a LayerNorm.
+
+    The feed-forward width is ``mlp_dim`` when given (BERT's ``intermediate_size``), else ``int(dim * mlp_ratio)``.
+    """
 
     def __init__(
         self,
@@ -114,12 +130,14 @@ class TransformerBlock(nn.Module):
         dropout: float = 0.0,
         norm_first: bool = True,
         layer_norm_eps: float = 1e-6,
+        *,
+        mlp_dim: int | None = None,
     ):
         super().__init__()
         self.norm_first = norm_first
         self.attention = MultiHeadSelfAttention(dim, num_heads, dropout)
         self.norm1 = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.ffn = FeedForward(dim, int(dim * mlp_ratio))
+        self.ffn = FeedForward(dim, mlp_dim if mlp_dim is not None else int(dim * mlp_ratio))
         self.norm2 = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -140,7 +158,7 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of ``depth`` identical blocks; pre-LN stacks end with a final LayerNorm."""
+    """A stack of ``depth`` identical blocks (``TransformerBlock``); pre-LN stacks end with a final LayerNorm."""
 
     def __init__(
         self,
@@ -151,15 +169,19 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         norm_first: bool = True,
         layer_norm_eps: float = 1e-6,
+        *,
+        mlp_dim: int | None = None,
     ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, num_heads, mlp_ratio, dropout, norm_first, layer_norm_eps) for _ in range(depth)
+            TransformerBlock(dim, num_heads, mlp_ratio, dropout, norm_first, layer_norm_eps, mlp_dim=mlp_dim)
+            for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if norm_first else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``."""
+        attention_mask = mask_if_padded(attention_mask)
         for block in self.blocks:
             x = block(x, attention_mask)
         return self.norm(x)

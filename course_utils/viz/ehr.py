@@ -62,7 +62,9 @@ def plot_event_counts(events: pa.Table, top: int = 25):
 def plot_timeline(events: pa.Table, subject_id: int):
     """One patient's timestamped events: one row per code, time on x, marker by kind."""
     one = events.filter(pc.and_(pc.equal(events["subject_id"], subject_id), pc.is_valid(events["time"])))
-    one = one.filter(pc.not_equal(one["code"], "MEDS_BIRTH"))
+    one = one.filter(
+        pc.invert(pc.or_(pc.equal(one["code"], "MEDS_BIRTH"), pc.starts_with(one["code"], "MEDS_BIRTH//")))
+    )
     if one.num_rows == 0:
         raise ValueError(f"subject_id={subject_id} has no timestamped events")
     times = one["time"].to_numpy(zero_copy_only=False)
