@@ -7,8 +7,8 @@ calls the student's code in the worker. So nothing a notebook does can change a 
 exception hooks never run, a patched ``torch.equal`` lives only in the worker, and a call to
 the exercise's own reference implementation ends the worker's child with a message.
 
-Where ``solutions/`` is present (the instructor's copy) the hidden tests are graded and the
-marks go into nbgrader's gradebook; in a student's copy only the visible checks run.
+Where ``solutions/`` is present (the instructor's copy) the hidden tests are graded; in a student's
+copy only the visible checks run. ``classroom.autograde`` stores the marks in nbgrader's gradebook.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import importlib
 import inspect
 import io
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -238,23 +237,7 @@ def grade_submission(
     return report
 
 
-def grade_notebook(
-    path: str | Path, *, lab: str | None = None, limits: Limits | None = None, student: str = "student"
-) -> GradeReport:
-    """Grade one notebook; in the instructor's copy, the marks pass through a throw-away nbgrader gradebook
-    and the report shows them as the gradebook holds them."""
+def grade_notebook(path: str | Path, *, lab: str | None = None, limits: Limits | None = None) -> GradeReport:
+    """Grade one notebook file and return its report; ``classroom.autograde`` also stores marks in a gradebook."""
     path = Path(path).resolve()
-    notebook = read_notebook(path)
-    report = grade_submission(notebook, path, lab=lab, limits=limits)
-    if report.hidden_tests:
-        from course_utils.grading.course import generate, nbgrader_api
-        from course_utils.grading.gradebook import record
-
-        with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nbgrader's SQLAlchemy session warnings
-            api = nbgrader_api(Path(tmp))
-            generate(api, Path(tmp), report.assignment)
-            stored = record(api.coursedir.db_url, student, report)
-        for cell in report.cells:
-            cell.score = stored.get(cell.cell_id, 0.0)
-    return report
+    return grade_submission(read_notebook(path), path, lab=lab, limits=limits)
