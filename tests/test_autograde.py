@@ -129,13 +129,9 @@ def stray_processes(marker: str) -> list[str]:
     return found
 
 
-@pytest.mark.notebook
-def test_a_hostile_class_grades_in_one_command(tmp_path):
-    classroom, results = tmp_path / "class", tmp_path / "results"
-    expected = build_class(classroom)
-    before = digests(classroom)
-    start = time.monotonic()
-    command = [
+def autograde_command(classroom, results, *options: str) -> list[str]:
+    """The instructor's command for ``classroom``, two notebooks at a time."""
+    return [
         sys.executable,
         "-m",
         "course_utils",
@@ -145,11 +141,17 @@ def test_a_hostile_class_grades_in_one_command(tmp_path):
         str(results),
         "--jobs",
         "2",
-        "--cell-timeout",
-        "20",
-        "--memory",
-        "2",
+        *options,
     ]
+
+
+@pytest.mark.notebook
+def test_a_hostile_class_grades_in_one_command(tmp_path):
+    classroom, results = tmp_path / "class", tmp_path / "results"
+    expected = build_class(classroom)
+    before = digests(classroom)
+    start = time.monotonic()
+    command = autograde_command(classroom, results, "--cell-timeout", "20", "--memory", "2")
     scratch = tmp_path / "tmp"  # the workers' scratch folders, so that leftovers are ours to find
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
@@ -200,19 +202,7 @@ def test_ctrl_c_of_the_grader_leaves_no_process_and_no_scratch_folder(tmp_path):
     scratch.mkdir()
     for student in ("hangs_a", "hangs_b"):
         submission(classroom / student, LAB, with_build_labels(HOSTILE_BODIES["ignores_sigint"]), name="lab.ipynb")
-    command = [
-        sys.executable,
-        "-m",
-        "course_utils",
-        "autograde",
-        str(classroom),
-        "--out",
-        str(tmp_path / "results"),
-        "--jobs",
-        "2",
-        "--cell-timeout",
-        "300",
-    ]
+    command = autograde_command(classroom, tmp_path / "results", "--cell-timeout", "300")
     log = open(tmp_path / "grader.log", "w")
     grader = subprocess.Popen(command, cwd=REPO, env={**os.environ, "TMPDIR": str(scratch)}, stdout=log, stderr=log)
     try:

@@ -36,29 +36,30 @@ def probe(outside_file, submissions_folder):
 needs_sandbox = pytest.mark.skipif(not sandbox.status()[0], reason=sandbox.status()[1])
 
 
-def worker_with(source: str, sandboxed: bool = True) -> Worker:
+def probe(outside_file, submissions_folder, sandboxed: bool) -> dict:
+    """What ``PROBE`` sees when it runs in a worker, sandboxed or not."""
     setup = {
         "imports": "",
-        "cells": [("probe", source.replace("SOLUTIONS", repr(str(SOLUTIONS))))],
+        "cells": [("probe", PROBE.replace("SOLUTIONS", repr(str(SOLUTIONS))))],
         "forbidden": {},
         "threads": 1,
     }
     worker = Worker(setup, Limits(exercise_seconds=60), sandboxed=sandboxed)
-    worker.start()
-    return worker
+    try:
+        worker.start()
+        worker.begin("probe")
+        seen = RemoteFunction(worker, "probe")(str(outside_file), str(submissions_folder))
+        worker.end()
+    finally:
+        worker.close()
+    return seen
 
 
 @needs_sandbox
 def test_sandboxed_code_cannot_see_solutions_or_submissions_write_outside_or_reach_the_network(tmp_path):
     submissions = tmp_path / "submitted"
     submissions.mkdir()
-    worker = worker_with(PROBE)
-    try:
-        worker.begin("probe")
-        seen = RemoteFunction(worker, "probe")(str(tmp_path / "escaped.txt"), str(submissions))
-        worker.end()
-    finally:
-        worker.close()
+    seen = probe(tmp_path / "escaped.txt", submissions, sandboxed=True)
     assert seen == {
         "solutions_visible": False,
         "submissions_visible": False,
@@ -70,13 +71,7 @@ def test_sandboxed_code_cannot_see_solutions_or_submissions_write_outside_or_rea
 
 
 def test_without_a_sandbox_the_probe_sees_everything_which_is_why_the_report_says_so(tmp_path):
-    worker = worker_with(PROBE, sandboxed=False)
-    try:
-        worker.begin("probe")
-        seen = RemoteFunction(worker, "probe")(str(tmp_path / "escaped.txt"), str(tmp_path))
-        worker.end()
-    finally:
-        worker.close()
+    seen = probe(tmp_path / "escaped.txt", tmp_path, sandboxed=False)
     assert seen["solutions_visible"] and seen["wrote_outside"]
 
 

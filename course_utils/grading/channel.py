@@ -28,17 +28,21 @@ class GeneratorSlot:
     index: int
 
 
-def tensors_in(value, found: list | None = None) -> list:
+def map_nested(value, leaf):
+    """``value`` with ``leaf`` applied to everything that is not a list, tuple or dict, containers rebuilt."""
+    if isinstance(value, tuple):
+        return tuple(map_nested(item, leaf) for item in value)
+    if isinstance(value, list):
+        return [map_nested(item, leaf) for item in value]
+    if isinstance(value, dict):
+        return {key: map_nested(item, leaf) for key, item in value.items()}
+    return leaf(value)
+
+
+def tensors_in(value) -> list:
     """The tensors inside ``value`` and its nested lists, tuples and dicts, in a fixed order."""
-    found = [] if found is None else found
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            tensors_in(item, found)
-    elif isinstance(value, dict):
-        for item in value.values():
-            tensors_in(item, found)
+    found = []
+    map_nested(value, lambda item: found.append(item) if isinstance(item, torch.Tensor) else None)
     return found
 
 

@@ -13,11 +13,11 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from course_utils.grading.course import STUB
 from course_utils.grading.definitions import function_named
 
 SOLUTION_REGION = re.compile(r"^[ \t]*### BEGIN SOLUTION.*?^[ \t]*### END SOLUTION[^\n]*\n?", re.S | re.M)
 HIDDEN_REGION = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.S | re.M)
-STUB = "raise NotImplementedError()"
 
 
 @dataclass

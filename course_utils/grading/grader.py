@@ -14,10 +14,12 @@ copy only the visible checks run. ``classroom.autograde`` stores the marks in nb
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import io
 import os
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -28,12 +30,24 @@ from course_utils.grading.definitions import function_named, normalized_body
 from course_utils.grading.exercises import Lab, edited_tests, read_lab, student_answers
 from course_utils.grading.remote import ForbiddenCall, Limits, RemoteFunction, Worker, WorkerLost
 from course_utils.grading.report import CellGrade, GradeReport
+from course_utils.grading.worker import resolve
 
 CHECKS_PREFIX = "course_utils.checks."
 
 
 def _graded_ids(notebook) -> set[str]:
     return {cell.metadata.get("nbgrader", {}).get("grade_id") for cell in notebook.cells} - {None}
+
+
+@functools.lru_cache(maxsize=32)
+def _read_reference(path: Path, modified_ns: int):
+    """A lab's reference notebook, read once per version: identifying and grading each submission need it."""
+    return read_notebook(path)
+
+
+def reference_notebook(path: Path):
+    """The notebook at ``path`` (an instructor's or released copy, never a submission), cached while unchanged."""
+    return _read_reference(path, path.stat().st_mtime_ns)
 
 
 def _defined_names(notebook) -> set[str]:
@@ -66,7 +80,7 @@ def identify(notebook, path: Path, lab: str | None = None) -> tuple[str, Path]:
     ids, names = _graded_ids(notebook), _defined_names(notebook)
     best, best_overlap = None, 0
     for name, reference in candidates.items():
-        reference_ids = _graded_ids(read_notebook(reference))
+        reference_ids = _graded_ids(reference_notebook(reference))
         overlap = len(ids & reference_ids) + len(names & reference_ids)
         if overlap > best_overlap:
             best, best_overlap = name, overlap
@@ -94,21 +108,10 @@ def _copy_flag(student_source: str, exercise_name: str, solution_source: str, re
         return ""
     candidates = [("the instructor's solution", function_named(solution_source, exercise_name))]
     for target in references:
-        module_name, _, qualname = target.partition(":")
-        if module_name.startswith("course_utils"):
-            value = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                value = getattr(value, part)
+        if target.startswith("course_utils"):
+            value = resolve(target)
             with contextlib.suppress(OSError, TypeError):
-                source = inspect.getsource(value)
-                candidates.append(
-                    (
-                        target,
-                        function_named(
-                            inspect.cleandoc("\n" + source) if source[0].isspace() else source, value.__name__
-                        ),
-                    )
-                )
+                candidates.append((target, function_named(textwrap.dedent(inspect.getsource(value)), value.__name__)))
     body = normalized_body(mine)
     for label, candidate in candidates:
         if candidate is not None and normalized_body(candidate) == body:
@@ -150,7 +153,7 @@ def grade_submission(
     limits = limits or Limits()
     assignment, reference_path = identify(notebook, path, lab)
     trusted = reference_path.is_relative_to(SOLUTIONS) and SOLUTIONS.is_dir()
-    reference = read_notebook(reference_path) if trusted else notebook
+    reference = reference_notebook(reference_path) if trusted else notebook
     lab_spec = read_lab(reference, assignment, reference_path.stem)
     answers, notes = student_answers(notebook, lab_spec, reference)
     if trusted:

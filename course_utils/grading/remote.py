@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 
 from course_utils.grading import sandbox
-from course_utils.grading.channel import Channel, ChannelClosed, ChannelTimeout, GeneratorSlot, tensors_in
+from course_utils.grading.channel import (
+    Channel,
+    ChannelClosed,
+    ChannelTimeout,
+    GeneratorSlot,
+    map_nested,
+    tensors_in,
+)
 
 
 class ForbiddenCall(BaseException):
@@ -94,16 +101,15 @@ def decode_value(value):
 
 
 def _replace_generators(value, generators: list):
-    if isinstance(value, torch.Generator):
-        generators.append(value)
+    """``value`` with each ``torch.Generator`` replaced by a ``GeneratorSlot``; the generators go to ``generators``."""
+
+    def slot(item):
+        if not isinstance(item, torch.Generator):
+            return item
+        generators.append(item)
         return GeneratorSlot(len(generators) - 1)
-    if isinstance(value, tuple):
-        return tuple(_replace_generators(item, generators) for item in value)
-    if isinstance(value, list):
-        return [_replace_generators(item, generators) for item in value]
-    if isinstance(value, dict):
-        return {key: _replace_generators(item, generators) for key, item in value.items()}
-    return value
+
+    return map_nested(value, slot)
 
 
 def _raise_student_error(reply: dict):

@@ -174,17 +174,9 @@ def serve_exercise(channel, namespace: dict, targets: list[str]) -> None:
 
 
 def _restore_generators(value, generators):
-    from course_utils.grading.channel import GeneratorSlot
+    from course_utils.grading.channel import GeneratorSlot, map_nested
 
-    if isinstance(value, GeneratorSlot):
-        return generators[value.index]
-    if isinstance(value, tuple):
-        return tuple(_restore_generators(item, generators) for item in value)
-    if isinstance(value, list):
-        return [_restore_generators(item, generators) for item in value]
-    if isinstance(value, dict):
-        return {key: _restore_generators(item, generators) for key, item in value.items()}
-    return value
+    return map_nested(value, lambda item: generators[item.index] if isinstance(item, GeneratorSlot) else item)
 
 
 def load_definitions(channel, setup: dict) -> dict:
