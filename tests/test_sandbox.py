@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from course_utils.grading import SOLUTIONS, sandbox
-from course_utils.grading.remote import Limits, RemoteFunction, Worker
+from course_utils.grading.remote import Limits, RemoteFunction, Worker, WorkerLost
 
 PROBE = """
 import os, socket
@@ -78,3 +78,11 @@ def test_without_a_sandbox_the_probe_sees_everything_which_is_why_the_report_say
 def test_the_sandbox_status_is_one_line():
     available, line = sandbox.status()
     assert "\n" not in line and line.startswith("sandboxed" if available else "no sandbox")
+
+
+def test_a_cell_that_ends_the_worker_while_loading_is_named_with_its_exit_status():
+    setup = {"imports": "", "cells": [("quits", "import os\nX = os._exit(7)")], "forbidden": {}, "threads": 1}
+    worker = Worker(setup, Limits(startup_seconds=60), sandboxed=sandbox.status()[0])
+    with pytest.raises(WorkerLost, match=r"ended while loading the definitions \(exit status 7\)") as lost:
+        worker.start()
+    assert lost.value.cell == "quits" and worker.process is None

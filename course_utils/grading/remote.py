@@ -195,19 +195,22 @@ class Worker:
                 elif message["kind"] == "ready":
                     return
         except (ChannelClosed, ChannelTimeout, BrokenPipeError) as error:
-            timed_out = isinstance(error, ChannelTimeout)
-            self.close()
             lost = WorkerLost(
                 f"loading the definitions timed out after {self.limits.startup_seconds:g} s"
-                if timed_out
+                if isinstance(error, ChannelTimeout)
                 else f"the grading process ended while loading the definitions ({self._ending()})"
             )
+            self.close()
             lost.cell = loading
             raise lost from None
 
     def _ending(self) -> str:
-        code = self.process.wait() if self.process is not None else None
-        if code is not None and code < 0:
+        """How the worker ended: its signal or exit status, and the last line it printed."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = "unknown (still running)"
+        if isinstance(code, int) and code < 0:
             name = signal.Signals(-code).name
             return f"killed by {name}" + (", probably out of memory" if name in ("SIGKILL", "SIGSEGV") else "")
         tail = bytes(self.drain.kept[-300:]).decode(errors="replace").strip().splitlines()
