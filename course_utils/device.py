@@ -67,6 +67,23 @@ def by_profile(*, ci, cpu, gpu, profile: str | None = None):
     return {"ci": ci, "cpu": cpu, "gpu": gpu}[profile]
 
 
+PROFILE_NOTES = {
+    "ci": "a smoke test with tiny data and a few steps: these numbers are not meaningful",
+    "cpu": "the laptop-CPU run that the text discusses",
+    "gpu": "the scaled-up GPU run; the text's figures come from the cpu profile",
+}
+
+
+def profile_note(profile: str | None = None) -> str:
+    """Print and return one line naming the profile that produced a result cell's numbers."""
+    profile = profile or get_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is not a profile; expected one of {', '.join(PROFILES)}")
+    line = f"[profile {profile}: {PROFILE_NOTES[profile]}]"
+    print(line)
+    return line
+
+
 def autocast_dtype(device: torch.device | str | None = None) -> torch.dtype | None:
     """The dtype that training on ``device`` autocasts to, or None for plain fp32.
 
