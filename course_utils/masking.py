@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 IGNORE_INDEX = -100
+# One vocabulary layout for every lab: the text tokenizers and the EHR vocabulary both start with these.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 SPAN_P = 0.2  # SpanBERT's geometric parameter: mean span length 3.8 once truncated at 10
 MAX_SPAN_LENGTH = 10
 STRATEGIES = ("token", "whole_word", "span")

@@ -32,9 +32,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from course_utils.masking import IGNORE_INDEX, mask_by_strategy
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from course_utils.masking import IGNORE_INDEX, SPECIAL_TOKENS, mask_by_strategy
 
 # ---------------------------------------------------------------------------------------------
 # The embedded corpus

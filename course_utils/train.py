@@ -8,12 +8,19 @@ events. The loop supplies the rest: AdamW (no decay on biases and norms), linear
 then cosine decay, gradient clipping, mixed precision on a CUDA GPU (bf16, or fp16 with
 loss scaling on older GPUs: ``device.autocast_dtype``), a ``tqdm.auto`` bar and a live
 loss plot in notebooks.
+
+``evaluate(model) -> {metric: value}`` runs every ``config.eval_every`` steps and at the end,
+into ``history.evaluations``. With ``monitor`` (a metric where higher is better) the model ends
+with the weights of its best evaluation; with ``config.patience`` too, training stops after
+``patience`` evaluations without improvement (early stopping).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+import copy
 
 import torch
 from torch import nn
@@ -34,6 +41,8 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     log_every: int = 10
     live_plot: bool = True
+    eval_every: int | None = None
+    patience: int | None = None
 
     def __post_init__(self):
         if self.steps < 1:
@@ -44,6 +53,10 @@ class TrainConfig:
             self.warmup_steps = max(1, self.steps // 10)
         if not 0 <= self.warmup_steps <= self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
+        if self.patience is not None and (self.patience < 1 or self.eval_every is None):
+            raise ValueError(f"patience must be >= 1 and needs eval_every, got patience={self.patience}")
 
 
 @dataclass
@@ -53,6 +66,8 @@ class History:
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # {"step": s, metric: value, ...}
+    best_step: int | None = None  # the evaluation whose weights the model kept (early stopping)
 
     def smoothed(self, window: int = 20) -> list[float]:
         """Running mean of the loss over the last ``window`` steps."""
@@ -96,14 +111,24 @@ def fit(
     loss_fn: Callable[[nn.Module, object], torch.Tensor],
     config: TrainConfig,
     device: torch.device | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: str | None = None,
 ) -> History:
-    """Train ``model`` for ``config.steps`` optimiser steps, cycling over ``batches``; leave it in eval mode."""
+    """Train ``model`` for up to ``config.steps`` optimiser steps, cycling over ``batches``; leave it in eval mode.
+
+    ``evaluate`` (called in eval mode, without gradients) and ``monitor`` are described in the module docstring.
+    """
+    if (config.eval_every is None) != (evaluate is None):
+        raise ValueError("evaluate and config.eval_every go together: give both or neither")
+    if config.patience is not None and monitor is None:
+        raise ValueError("config.patience needs monitor, the name of a metric that evaluate returns")
     device = device or get_device()
     model.to(device).train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
     history = History()
+    best_value, best_state, stale = float("-inf"), None, 0
 
     plot = _live_plot(config) if config.live_plot else None
     stream = _forever(batches)
@@ -128,9 +153,33 @@ def fit(
             progress.set_postfix(loss=f"{history.smoothed()[-1]:.3f}")
             if plot is not None:
                 plot.update(history)
+        if evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+            metrics = _evaluate(model, evaluate)
+            history.evaluations.append({"step": step + 1, **metrics})
+            if monitor is not None:
+                if monitor not in metrics:
+                    raise ValueError(f"monitor={monitor!r} is not among the metrics evaluate returned: {sorted(metrics)}")
+                if metrics[monitor] > best_value:
+                    best_value, stale, history.best_step = metrics[monitor], 0, step + 1
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                if config.patience is not None and stale >= config.patience:
+                    break
     progress.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def _evaluate(model: nn.Module, evaluate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode without gradients; training mode is restored afterwards."""
+    model.eval()
+    with torch.no_grad():
+        metrics = {name: float(value) for name, value in evaluate(model).items()}
+    model.train()
+    return metrics
 
 
 def _forever(batches: Iterable):

@@ -1,5 +1,7 @@
 """The shared training loop: it learns, its schedule has the documented shape, fp16 loss scaling is invisible."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -111,3 +113,49 @@ def test_to_device_moves_every_tensor_of_a_nested_batch():
 def test_history_smoothing_is_a_running_mean():
     history = History(steps=[1, 2, 3, 4], losses=[4.0, 2.0, 0.0, 2.0])
     assert history.smoothed(window=2) == [4.0, 3.0, 1.0, 1.0]
+
+
+def test_evaluations_run_every_eval_every_steps_and_at_the_end():
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.training)
+        return {"weight": model.weight.sum()}
+
+    config = TrainConfig(steps=25, lr=0.1, eval_every=10, live_plot=False)
+    history = fit(nn.Linear(2, 1), regression_batches(), mse, config, torch.device("cpu"), evaluate=evaluate)
+    assert [entry["step"] for entry in history.evaluations] == [10, 20, 25]
+    assert calls == [False, False, False], "evaluate runs in eval mode"
+    assert all(isinstance(entry["weight"], float) for entry in history.evaluations)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights():
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    scores = iter([1.0, 3.0, 2.0, 2.5, 0.0, 9.0])  # best at the 2nd evaluation, then 2 without improvement
+    snapshots = []
+
+    def evaluate(model):
+        snapshots.append(model.weight.detach().clone())
+        return {"score": next(scores)}
+
+    config = TrainConfig(steps=60, lr=0.1, eval_every=5, patience=2, live_plot=False)
+    history = fit(model, regression_batches(), mse, config, torch.device("cpu"), evaluate=evaluate, monitor="score")
+    assert [entry["step"] for entry in history.evaluations] == [5, 10, 15, 20]
+    assert len(history.losses) == 20 and history.best_step == 10
+    assert torch.equal(model.weight, snapshots[1]), "the model ends with the weights of its best evaluation"
+
+
+@pytest.mark.parametrize(
+    "config, options, needle",
+    [
+        (dict(eval_every=5), {}, "evaluate and config.eval_every"),
+        (dict(), dict(evaluate=lambda model: {}), "evaluate and config.eval_every"),
+        (dict(eval_every=5, patience=1), dict(evaluate=lambda model: {"a": 1.0}), "needs monitor"),
+        (dict(eval_every=5), dict(evaluate=lambda model: {"a": 1.0}, monitor="b"), "monitor='b'"),
+    ],
+)
+def test_evaluation_options_are_checked(config, options, needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        fit(nn.Linear(2, 1), regression_batches(), mse, TrainConfig(steps=10, live_plot=False, **config),
+            torch.device("cpu"), **options)
