@@ -63,6 +63,55 @@ def test_untouched_student_notebook_earns_zero_with_not_implemented(path):
         assert "NotImplementedError" in cell.message, f"{cell.cell_id} fails for another reason: {cell.message!r}"
 
 
+def is_check_cell(cell) -> bool:
+    """An nbgrader autograder-test cell: the visible checks (and, in solutions/, the hidden tests)."""
+    meta = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
+def test_run_all_reaches_the_end_of_an_untouched_student_notebook(path):
+    student = student_copy(path)
+    notebook = nbformat.read(student, as_version=4)
+    # nbclient, like JupyterLab's Run All, stops at an error unless the cell is tagged raises-exception.
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(student.parent)}}
+    ).execute()
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells[-1].execution_count is not None, "Run All stopped before the last cell"
+    errors = {cell.id: [o for o in cell.outputs if o.output_type == "error"] for cell in code_cells}
+    failed = {cell_id for cell_id, outputs in errors.items() if outputs}
+    assert failed == {cell.id for cell in code_cells if is_check_cell(cell)}, "only the unfinished checks fail"
+    for cell_id in failed:
+        (error,) = errors[cell_id]
+        assert error.ename == "NotImplementedError"
+        assert len(error.traceback) <= 3 and "is not written yet" in error.traceback[0], error.traceback
+
+
+def test_a_failed_check_reads_as_one_short_message_and_run_all_goes_on():
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from course_utils.checks.masking import check_build_labels\n"
+            "def build_labels(input_ids, selected):\n"
+            "    return input_ids.clone()\n"
+            "check_build_labels(build_labels)",
+            metadata={"tags": ["raises-exception"]},
+        ),
+        nbformat.v4.new_code_cell("1 / 0", metadata={"tags": ["raises-exception"]}),
+        nbformat.v4.new_code_cell("print('reached the end')"),
+    ]
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    check, other, last = notebook.cells
+    (error,) = check.outputs
+    assert error.output_type == "error" and error.ename == "Misconception"
+    assert "check_build_labels" in error.traceback[0] and len(error.traceback) <= 4, error.traceback
+    assert not any("course_utils/checks" in line for line in error.traceback), "the checks' source stays hidden"
+    assert other.outputs[0].ename == "ZeroDivisionError" and len(other.outputs[0].traceback) > 3, "others keep it"
+    assert last.outputs[0].text == "reached the end\n"
+
+
 def test_release_is_in_sync_with_solutions():
     stale = grading.release(check=True)
     assert not stale, f"notebooks/ is stale; run `make release`: {stale}"
@@ -81,6 +130,8 @@ def test_committed_notebook_is_clean_and_valid(path):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"cell {cell.id} holds outputs"
+        tagged = "raises-exception" in cell.metadata.get("tags", [])
+        assert tagged == is_check_cell(cell), f"cell {cell.id}: check cells, and only they, carry raises-exception"
         meta = cell.metadata.get("nbgrader")
         if not meta:
             continue

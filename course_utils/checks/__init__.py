@@ -7,7 +7,8 @@ line is what ``python -m course_utils grade`` shows next to the lost points. A p
 check prints one line starting with a tick.
 
 ``NotImplementedError`` from an untouched exercise is never caught, so an unattempted
-exercise reads as such.
+exercise reads as such. In a notebook, both read as one short message rather than a
+traceback (``checks.notebook``), and "Run All" goes on past them.
 
 The same checks grade a submission: there the exercise function is a stand-in that runs the
 student's code in a sandboxed worker (``course_utils.grading.remote.RemoteFunction``), so a check
@@ -79,3 +80,8 @@ def gradients(function, *args, wrt, output_index=None, **kwargs):
         output = result if output_index is None else result[output_index]
         output.sum().backward()
     return result, [tensor.grad for tensor in wrt]
+
+
+from course_utils.checks import notebook  # noqa: E402  (needs Misconception above)
+
+notebook.install()

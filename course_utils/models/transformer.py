@@ -9,6 +9,8 @@ Attention runs through ``F.scaled_dot_product_attention`` (flash or memory-effic
 kernels on a GPU) with one fused QKV projection. ``attention_mask`` is ``[B, L]``
 with 1 (or True) for real tokens and 0 for padding; padded keys are never attended to.
 A batch without padding passes no mask at all, which leaves SDPA free to use flash attention.
+Objectives that restrict who sees whom (a causal LM, a permutation LM) pass ``[B, L, L]``
+instead: entry ``[b, i, j]`` says whether query ``i`` may attend to key ``j``.
 """
 
 from __future__ import annotations
@@ -37,15 +39,26 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     return attention_mask.bool()[:, None, None, :]
 
 
+def sdpa_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A ``[B, L]`` keep-mask or a ``[B, L, L]`` query-key mask -> the boolean mask SDPA broadcasts over heads."""
+    if attention_mask is not None and attention_mask.dim() == 3:
+        if attention_mask.shape[1] != attention_mask.shape[2]:
+            raise ValueError(f"attention_mask must be [batch, seq, seq], got shape {tuple(attention_mask.shape)}")
+        return attention_mask.bool()[:, None]  # [B, L, L] -> [B, 1, L, L]
+    return key_padding_mask(attention_mask)
+
+
 def mask_if_padded(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """``attention_mask`` ``[B, L]``, or None when it keeps every token (the flash kernel takes no mask).
+    """``attention_mask`` (``[B, L]`` or ``[B, L, L]``), or None when it keeps everything (flash takes no mask).
 
     Called once per forward pass, not per layer: on a GPU the check waits for the mask to be ready.
     """
     if attention_mask is None:
         return None
-    if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must be [batch, seq], got shape {tuple(attention_mask.shape)}")
+    if attention_mask.dim() not in (2, 3):
+        raise ValueError(
+            f"attention_mask must be [batch, seq] or [batch, seq, seq], got shape {tuple(attention_mask.shape)}"
+        )
     return None if bool(attention_mask.all()) else attention_mask
 
 
@@ -87,14 +100,14 @@ class MultiHeadSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``.
+        """x: ``[B, L, D]``; attention_mask: ``[B, L]``, ``[B, L, L]`` or None -> ``[B, L, D]``.
 
         ``rows`` (boolean ``[B, L]``) keeps only those query positions after attention:
         the output is ``[S, D]`` for the S selected positions, and the projection runs only there.
         """
         q, k, v = self._heads(x)
         dropout = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(attention_mask), dropout_p=dropout)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=sdpa_mask(attention_mask), dropout_p=dropout)
         out = out.transpose(1, 2).flatten(2)  # [B, H, L, D/H] -> [B, L, D]
         return self.proj(out if rows is None else select_rows(out, rows))
 
@@ -103,7 +116,7 @@ class MultiHeadSelfAttention(nn.Module):
         """The softmax attention weights ``[B, H, L, L]`` that SDPA computes but never returns (for plots)."""
         q, k, _ = self._heads(x)
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, L, L]
-        mask = key_padding_mask(attention_mask)
+        mask = sdpa_mask(attention_mask)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1)
@@ -180,7 +193,7 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if norm_first else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: ``[B, L, D]``; attention_mask: ``[B, L]`` or None -> ``[B, L, D]``."""
+        """x: ``[B, L, D]``; attention_mask: ``[B, L]``, ``[B, L, L]`` or None -> ``[B, L, D]``."""
         attention_mask = mask_if_padded(attention_mask)
         for block in self.blocks:
             x = block(x, attention_mask)
