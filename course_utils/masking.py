@@ -4,13 +4,14 @@
 
 Every masker works in two steps. First it *selects* positions: single tokens
 (``select_positions``, BERT), all the tokens of a word together (``select_whole_words``)
-or contiguous spans with geometric lengths (``select_spans``, SpanBERT); special tokens
-(pad, CLS, SEP, MASK, ...) are never selected. Then it applies the *80-10-10 rule* to the
+or spans of whole words with geometric lengths counted in words (``select_spans``,
+SpanBERT); special tokens (pad, CLS, SEP, MASK, ...) are never selected. Then it applies the *80-10-10 rule* to the
 selected positions (``apply_80_10_10``): 80% become [MASK], 10% a random non-special token
 and 10% stay as they are. ``labels`` (``build_labels``) holds the original id at selected
 positions and -100 elsewhere, ready for ``cross_entropy(ignore_index=-100)``.
 
-Everything is vectorized over the batch (no Python loop over tokens), runs on the device
+Everything is vectorized over the batch (no Python loop over tokens; span masking loops
+over the spans it draws, all rows at once), runs on the device
 of ``input_ids``, never modifies its input, and is reproducible with a ``generator``
 living on that device. ``MaskingCollator`` pads a list of sequences and masks it anew on
 every call, as RoBERTa's dynamic masking does.
@@ -76,6 +77,18 @@ def _check_ids_in_vocab(input_ids: torch.Tensor, vocab_size: int) -> None:
         low, high = (int(v) for v in input_ids.aminmax())
         if low < 0 or high >= vocab_size:
             raise ValueError(f"vocab_size={vocab_size} does not cover the ids in input_ids (range {low}..{high})")
+
+
+def _check_word_ids(input_ids: torch.Tensor, word_ids) -> None:
+    _check_id_tensor("word_ids", word_ids)
+    if word_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"word_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(word_ids.shape)}"
+        )
+    if word_ids.dim() != 2:
+        raise ValueError(f"word_ids and input_ids must be 2-D [batch, seq], got shape {tuple(word_ids.shape)}")
+    if word_ids.numel() and int(word_ids.min()) < -1:
+        raise ValueError("word_ids must hold word numbers >= 0, or -1 for tokens outside any word")
 
 
 def validate_masking_args(
@@ -263,13 +276,7 @@ def select_whole_words(
     every token of a word whose draw is below ``mlm_probability`` is selected, except special tokens.
     """
     _check_id_tensor("input_ids", input_ids)
-    _check_id_tensor("word_ids", word_ids)
-    if word_ids.shape != input_ids.shape:
-        raise ValueError(
-            f"word_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(word_ids.shape)}"
-        )
-    if word_ids.numel() and int(word_ids.min()) < -1:
-        raise ValueError("word_ids must hold word numbers >= 0, or -1 for tokens outside any word")
+    _check_word_ids(input_ids, word_ids)
     _check_probability("mlm_probability", mlm_probability)
     _check_special_ids(special_token_ids)
     words = int(word_ids.max()) + 1 if word_ids.numel() else 0
@@ -347,8 +354,19 @@ def sample_span_lengths(
     return torch.multinomial(probabilities, count, replacement=True, generator=generator).view(shape) + 1
 
 
+def word_starts(word_ids: torch.Tensor) -> torch.Tensor:
+    """True at the first token of each word: ``[B, L]`` -> bool ``[B, L]``.
+
+    A word is a run of tokens sharing one word id >= 0; a token with a negative word id
+    (``[CLS]``, ``[SEP]``, padding) belongs to no word.
+    """
+    previous = F.pad(word_ids[:, :-1], (1, 0), value=-1)  # [B, L]
+    return (word_ids >= 0) & (word_ids != previous)
+
+
 def select_spans(
     input_ids: torch.Tensor,
+    word_ids: torch.Tensor,
     *,
     special_token_ids: Sequence[int] = (),
     mlm_probability: float = 0.15,
@@ -356,61 +374,85 @@ def select_spans(
     max_span_length: int = MAX_SPAN_LENGTH,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SpanBERT selection: ``[B, L]`` -> ``(selected bool [B, L], span_index long [B, L], -1 off the spans)``.
+    """SpanBERT selection of whole words: ``(input_ids [B, L], word_ids [B, L])`` ->
+    ``(selected bool [B, L], span_index long [B, L], -1 off the spans)``.
 
-    Each row spends a budget of ``round(mlm_probability * n)`` of its ``n`` non-special tokens
-    on spans whose lengths follow ``sample_span_lengths`` (the last one trimmed to fit). The
-    spans are laid out without overlap, uniformly at random, over the non-special tokens taken
-    in order; two spans may touch.
+    ``word_ids`` as for ``select_whole_words`` (a word is a run of one word id >= 0; -1 off
+    words). Only the non-special tokens of words are eligible; each row has a budget of
+    ``round(mlm_probability * n)`` tokens, ``n`` its eligible tokens. As in SpanBERT, a row
+    repeats until no unselected word fits in what is left of its budget:
+
+    1. draw a length ``l`` in words from ``sample_span_lengths``;
+    2. draw a start word uniformly among the unselected words that fit in the budget;
+    3. select that word and the next ``l - 1`` words of the row, stopping early at the end of
+       the row, at a word already selected, or at the first word that would overspend the budget.
+
+    Spans therefore start at word starts, cover whole words and never overlap (two may touch);
+    a row never selects more than its budget. ``span_index`` numbers each row's spans in the
+    order they were drawn (0 = the first). Rows are processed together, one span per step.
     """
     _check_id_tensor("input_ids", input_ids)
+    _check_word_ids(input_ids, word_ids)
     _check_probability("mlm_probability", mlm_probability)
     _check_special_ids(special_token_ids)
-    if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be 2-D [batch, seq] for span masking, got shape {tuple(input_ids.shape)}")
+    if isinstance(span_p, bool) or not isinstance(span_p, (int, float)) or not 0.0 < span_p <= 1.0:
+        raise ValueError(f"span_p must be a probability in (0, 1], got {span_p!r}")
+    if isinstance(max_span_length, bool) or not isinstance(max_span_length, int) or max_span_length < 1:
+        raise ValueError(f"max_span_length must be a positive int (words), got {max_span_length!r}")
     device, (batch, seq) = input_ids.device, input_ids.shape
-    eligible = eligible_positions(input_ids, special_token_ids)  # [B, L]
-    eligible_count = eligible.sum(1)  # [B]
-    budget = torch.round(eligible_count * mlm_probability).long()  # [B] tokens to select
-    spans = max(int(budget.max()) if batch else 0, 1)  # enough spans even if each had length 1
+    if batch == 0 or seq == 0:
+        return torch.zeros_like(input_ids, dtype=torch.bool), torch.full_like(input_ids, -1, dtype=torch.long)
 
-    lengths = sample_span_lengths(
-        (batch, spans), p=span_p, max_length=max_span_length, generator=generator, device=device
-    )
-    spent_before = lengths.cumsum(1) - lengths  # [B, S]
-    lengths = torch.minimum(lengths, (budget[:, None] - spent_before).clamp(min=0))  # trim to the budget; unused -> 0
-    span_count = (lengths > 0).sum(1)  # [B]
+    # Words in each row, numbered 0, 1, ... in order, and their eligible tokens.
+    starts = word_starts(word_ids)  # [B, L]
+    word_of_token = torch.where(word_ids >= 0, starts.cumsum(1) - 1, -1)  # [B, L]
+    eligible = (word_of_token >= 0) & eligible_positions(input_ids, special_token_ids)  # [B, L]
+    words = max(int(starts.sum(1).max()), 1)
+    column = word_of_token.clamp(min=0)
+    cost = torch.zeros((batch, words), dtype=torch.long, device=device)  # [B, W] eligible tokens per word
+    cost.scatter_add_(1, column, eligible.long())
+    word_count = starts.sum(1)  # [B]
+    remaining = torch.round(cost.sum(1) * mlm_probability).long()  # [B] tokens left to select
 
-    # Lay out span_count spans and the (eligible_count - budget) unselected tokens as a random
-    # sequence of items: choosing uniformly which items are spans places the spans without overlap.
-    item_count = span_count + eligible_count - budget  # [B], at most L
-    slot = torch.arange(seq, device=device).expand(batch, seq)
-    noise = torch.rand((batch, seq), device=device, generator=generator).masked_fill(slot >= item_count[:, None], 2.0)
-    is_span = noise.argsort(1).argsort(1) < span_count[:, None]  # [B, L] items
-    span_of_item = (is_span.cumsum(1) - 1).clamp(min=0)  # [B, L]
-    item_length = torch.where(
-        is_span, lengths.gather(1, span_of_item.clamp(max=spans - 1)), (slot < item_count[:, None]).long()
-    )
-    item_start = item_length.cumsum(1) - item_length  # [B, L] in non-special coordinates
+    # Column W of the state is a sink for the words a span does not take.
+    taken = torch.zeros((batch, words + 1), dtype=torch.bool, device=device)
+    span_of_word = torch.full((batch, words + 1), -1, dtype=torch.long, device=device)
+    offsets = torch.arange(max_span_length, device=device)  # [M]
+    for span in range(words):  # each step selects at least one new word in every row that goes on
+        fits = ~taken[:, :words] & (cost > 0) & (cost <= remaining[:, None])  # [B, W]
+        going_on = fits.any(1)  # [B]
+        if not going_on.any():
+            break
+        lengths = sample_span_lengths(
+            (batch,), p=span_p, max_length=max_span_length, generator=generator, device=device
+        )
+        draws = torch.rand((batch, words), device=device, generator=generator)
+        start = torch.where(fits, draws, -1.0).argmax(1)  # [B], uniform over the words that fit
+        candidate = start[:, None] + offsets  # [B, M] the words the span may cover, in order
+        in_row = candidate < word_count[:, None]
+        candidate = torch.where(in_row, candidate, words)
+        candidate_cost = cost.gather(1, candidate.clamp(max=words - 1)) * in_row
+        joins = (
+            going_on[:, None]
+            & in_row
+            & (offsets < lengths[:, None])
+            & ~taken.gather(1, candidate)
+            & (candidate_cost.cumsum(1) <= remaining[:, None])
+        )
+        joins = joins.long().cumprod(1).bool()  # a span ends at its first word that cannot join
+        target = torch.where(joins, candidate, words)
+        taken.scatter_(1, target, True)
+        span_of_word.scatter_(1, target, span)
+        remaining -= (candidate_cost * joins).sum(1)
 
-    # Spans as +1/-1 boundaries (coverage = running sum > 0) and their index, carried forward by cummax.
-    boundaries = torch.zeros((batch, seq + 1), dtype=torch.long, device=device)
-    boundaries.scatter_add_(1, item_start, is_span.long())
-    boundaries.scatter_add_(1, item_start + item_length, -is_span.long())
-    covered = boundaries.cumsum(1)[:, :seq] > 0
-    starts = torch.zeros((batch, seq + 1), dtype=torch.long, device=device)
-    starts.scatter_reduce_(1, item_start, torch.where(is_span, span_of_item + 1, 0), reduce="amax")
-    span_at = starts.cummax(1).values[:, :seq] - 1
-
-    # From non-special coordinates back to positions in the row.
-    rank = (eligible.cumsum(1) - 1).clamp(min=0)  # [B, L]
-    selected = eligible & covered.gather(1, rank)
-    span_index = torch.where(selected, span_at.gather(1, rank), -1)
+    selected = eligible & taken.gather(1, column)
+    span_index = torch.where(selected, span_of_word.gather(1, column), -1)
     return selected, span_index
 
 
 def mask_spans(
     input_ids: torch.Tensor,
+    word_ids: torch.Tensor,
     *,
     mask_token_id: int,
     vocab_size: int,
@@ -424,14 +466,15 @@ def mask_spans(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SpanBERT masking: ``select_spans``, then 80-10-10 decided once per span, then labels.
 
-    ``[B, L]`` -> ``(masked_ids [B, L], labels [B, L])``. As in SpanBERT, a whole span becomes
-    [MASK], or random tokens, or stays as it is.
+    ``(input_ids [B, L], word_ids [B, L])`` -> ``(masked_ids [B, L], labels [B, L])``. As in
+    SpanBERT, a whole span becomes [MASK], or random tokens, or stays as it is.
     """
     validate_masking_args(
         input_ids, mask_token_id, vocab_size, mlm_probability, mask_replace_prob, random_replace_prob, special_token_ids
     )
     selected, span_index = select_spans(
         input_ids,
+        word_ids,
         special_token_ids=special_token_ids,
         mlm_probability=mlm_probability,
         span_p=span_p,
@@ -456,19 +499,19 @@ def mask_spans(
 
 
 def mask_by_strategy(strategy: str, input_ids: torch.Tensor, word_ids: torch.Tensor | None = None, **options):
-    """``mask_tokens``, ``mask_whole_words`` (needs ``word_ids``) or ``mask_spans``, by name: one of ``STRATEGIES``.
+    """``mask_tokens``, ``mask_whole_words`` or ``mask_spans``, by name: one of ``STRATEGIES``.
 
-    ``options`` are the maskers' keyword arguments (mask_token_id, vocab_size, special_token_ids, ...).
+    ``"whole_word"`` and ``"span"`` need ``word_ids`` ``[B, L]``; ``options`` are the maskers'
+    keyword arguments (mask_token_id, vocab_size, special_token_ids, ...).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if strategy == "whole_word":
-        if word_ids is None:
-            raise ValueError("word_ids are needed for strategy='whole_word'")
-        return mask_whole_words(input_ids, word_ids, **options)
-    if strategy == "span":
-        return mask_spans(input_ids, **options)
-    return mask_tokens(input_ids, **options)
+    if strategy == "token":
+        return mask_tokens(input_ids, **options)
+    if word_ids is None:
+        raise ValueError(f"word_ids are needed for strategy={strategy!r} (a tokenizer's word_ids, -1 off words)")
+    masker = mask_whole_words if strategy == "whole_word" else mask_spans
+    return masker(input_ids, word_ids, **options)
 
 
 # --------------------------------------------------------------------------- dynamic masking for a DataLoader
@@ -481,7 +524,7 @@ class MaskingCollator:
             mask_token_id=4, vocab_size=V, pad_token_id=0, special_token_ids=(0, 1, 2, 3, 4)))
 
     Examples are token id lists (or 1-D tensors), or mappings with ``input_ids`` and, for
-    ``strategy="whole_word"``, ``word_ids`` (None or -1 outside words). Each batch is padded to
+    ``strategy="whole_word"`` or ``"span"``, ``word_ids`` (None or -1 outside words). Each batch is padded to
     a multiple of ``pad_to_multiple_of`` (8 suits tensor cores) and returned as a dict of
     ``input_ids``, ``attention_mask`` (1 = real token) and ``labels``, all ``[B, L]``.
 
@@ -555,9 +598,9 @@ class MaskingCollator:
         input_ids = self._pad(sequences, self.pad_token_id)  # [B, L]
         attention_mask = self._pad([torch.ones(len(s), dtype=torch.long) for s in sequences], 0)
         word_ids = None
-        if self.strategy == "whole_word":
+        if self.strategy != "token":
             if not is_mapping or "word_ids" not in examples[0]:
-                raise ValueError("strategy='whole_word' needs examples as dicts with 'word_ids'")
+                raise ValueError(f"strategy={self.strategy!r} needs examples as dicts with 'word_ids'")
             words = [torch.tensor([-1 if w is None else w for w in e["word_ids"]], dtype=torch.long) for e in examples]
             word_ids = self._pad(words, -1)
         masked_ids, labels = mask_by_strategy(
@@ -571,9 +614,12 @@ class MaskingCollator:
 
 def seed_create_masked_lm_batch(tokens, mask_token_id, mask_prob=0.15, vocab_size=30000):
     """The course seed's masker, kept as it was (only its global MASK_TOKEN_ID became an argument) so
-    that Lab 1 and ``benchmarks/bench_masking.py`` can time it. Do not use it: it loops over every
-    token in Python, selects padding and special tokens, draws random ids from the whole vocabulary
-    (specials included) and returns targets that are not -100 off the selected positions.
+    that Lab 1 and ``benchmarks/bench_masking.py`` can show and time it.
+
+    Returns ``(masked_tokens, targets, mask_positions)``: ``targets`` is the whole input and the
+    seed's loss scores ``predictions[mask_positions]`` against ``targets[mask_positions]``. Do not
+    use it: it selects padding and special tokens, draws its random ids from the whole vocabulary
+    (specials included, as BERT's own data generator does) and loops over every token in Python.
     """
     masked_tokens = tokens.clone()
     targets = tokens.clone()

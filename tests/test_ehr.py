@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
 import meds
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -18,8 +20,25 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
 
 from course_utils import ehr
+from course_utils.ehr.label_budget import (
+    MODELS,
+    PRETRAINED,
+    SCRATCH,
+    FineTuning,
+    budget_split,
+    label_budget_experiment,
+    summarise_label_budget,
+)
 from course_utils.masking import IGNORE_INDEX
-from course_utils.models.behrt import BehrtConfig, BehrtForMaskedEvents, BehrtForOutcome, mask_events, masked_event_loss
+from course_utils.models.behrt import (
+    Behrt,
+    BehrtConfig,
+    BehrtForMaskedEvents,
+    BehrtForOutcome,
+    mask_events,
+    masked_event_loss,
+)
+from course_utils.viz.ehr import plot_label_budget
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +76,24 @@ def test_generated_dataset_passes_meds_schema_validation(dataset_root):
     meds.SubjectSplitSchema.validate(pq.read_table(dataset_root / meds.subject_splits_filepath))
     meds.DatasetMetadataSchema.validate(json.loads((dataset_root / meds.dataset_metadata_filepath).read_text()))
     meds.LabelSchema.validate(pq.read_table(dataset_root / "labels" / f"{ehr.TASK_NAME}.parquet"))
+
+
+def test_every_file_in_labels_validates_against_the_meds_label_schema(dataset_root):
+    """LabelSchema.validate also rejects columns outside the schema, such as an oracle's probability."""
+    files = sorted((dataset_root / "labels").iterdir())
+    assert [path.name for path in files] == [f"{ehr.TASK_NAME}.parquet"]
+    for path in files:
+        meds.LabelSchema.validate(pq.read_table(path))
+
+
+def test_the_oracle_beside_labels_gives_a_probability_for_every_label_row(dataset_root):
+    labels = ehr.read_labels(dataset_root / "labels" / f"{ehr.TASK_NAME}.parquet")
+    oracle = pq.read_table(dataset_root / ehr.ORACLE_SUBDIRECTORY / f"{ehr.TASK_NAME}.parquet")
+    assert oracle.column_names == ["subject_id", "prediction_time", "probability"]
+    assert oracle["subject_id"].equals(labels["subject_id"]), "the oracle must list the label rows in their order"
+    assert oracle["prediction_time"].equals(labels["prediction_time"])
+    probabilities = oracle["probability"].to_numpy()
+    assert ((probabilities > 0) & (probabilities < 1)).all()
 
 
 def test_write_then_read_round_trip_preserves_every_event(dataset_root):
@@ -114,7 +151,7 @@ def test_oracle_auroc_beats_the_bag_of_codes_baseline(tmp_path):
     labels = ehr.read_labels(root / "labels" / f"{ehr.TASK_NAME}.parquet")
     oracle = dict(
         zip(
-            *pq.read_table(root / "labels" / f"{ehr.TASK_NAME}_oracle.parquet")
+            *pq.read_table(root / ehr.ORACLE_SUBDIRECTORY / f"{ehr.TASK_NAME}.parquet")
             .select(["subject_id", "probability"])
             .to_pydict()
             .values()
@@ -473,3 +510,113 @@ def test_config_rejects_bad_sizes():
         BehrtConfig(vocab_size=50, hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="vocab_size"):
         BehrtConfig(vocab_size=3)
+
+
+# --- the label-budget experiment ------------------------------------------------------------------
+
+
+def test_budget_split_draws_disjoint_stratified_parts_of_the_budget():
+    outcomes = np.array([True] * 60 + [False] * 240)
+    for budget in (100, 300):
+        fine_tuning, tuning = budget_split(outcomes, budget, tuning_fraction=0.25, seed=3)
+        assert len(fine_tuning) + len(tuning) == budget and len(tuning) == budget // 4
+        assert not set(fine_tuning) & set(tuning)
+        for part in (fine_tuning, tuning):
+            assert abs(outcomes[part].mean() - 0.2) <= 1 / len(part), "each part keeps the pool's 20% positives"
+    other = budget_split(outcomes, 100, 0.25, seed=4)
+    assert not np.array_equal(np.sort(budget_split(outcomes, 100, 0.25, seed=3)[0]), np.sort(other[0]))
+
+
+@pytest.fixture(scope="module")
+def budget_inputs():
+    """A 300-subject cohort: the first 200 subjects' label rows are the pool, the rest the test patients."""
+    events, labels, oracle = ehr.generate_cohort(300, seed=2)
+    labelled = ehr.build_labelled_sequences(events, {}, labels)
+    subjects, outcomes = labels["subject_id"].to_numpy(), labels["boolean_value"].to_numpy()
+    pool = [row for row in labelled if subjects[row] <= 200]
+    test = [row for row in labelled if subjects[row] > 200]
+    vocabulary = ehr.Vocabulary.fit([labelled[row] for row in pool])
+    torch.manual_seed(0)
+    encoder = Behrt(BehrtConfig(len(vocabulary), hidden_size=16, num_layers=1, num_heads=2, max_len=48))
+    return {
+        "pretrained": encoder,
+        "vocabulary": vocabulary,
+        "pool_sequences": [labelled[row] for row in pool],
+        "pool_outcomes": outcomes[pool],
+        "test_sequences": [labelled[row] for row in test],
+        "test_outcomes": outcomes[test],
+        "test_oracle": oracle["probability"].to_numpy()[test],
+    }
+
+
+TINY_RECIPE = FineTuning(max_steps=6, eval_every=2, patience=1, batch_size=16)
+
+
+def test_label_budget_experiment_scores_every_model_on_every_subsample_and_leaves_the_encoder_unchanged(budget_inputs):
+    before = {name: value.clone() for name, value in budget_inputs["pretrained"].state_dict().items()}
+    pool_size = len(budget_inputs["pool_outcomes"])
+    runs = label_budget_experiment(**budget_inputs, budgets=[80, pool_size], repeats=2, recipe=TINY_RECIPE)
+    assert len(runs) == 2 * 2 * len(MODELS)
+    for (budget, repeat), group in runs.groupby(["budget", "repeat"]):
+        assert sorted(group["model"]) == sorted(MODELS), f"budget {budget}, subsample {repeat}: {list(group['model'])}"
+    assert runs[["auroc", "auprc"]].apply(lambda column: column.between(0, 1)).all().all()
+    behrt_rows = runs[runs["model"].isin([PRETRAINED, SCRATCH])]
+    assert (behrt_rows["best_step"] <= behrt_rows["steps"]).all() and (behrt_rows["steps"] <= 6).all()
+    after = budget_inputs["pretrained"].state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before), "the pretrained encoder was trained in place"
+
+
+def test_early_stopping_never_looks_at_the_test_patients(budget_inputs):
+    """Flipping every test outcome changes the test scores but no stopping step, no kept weights' step."""
+    flipped = {**budget_inputs, "test_outcomes": ~budget_inputs["test_outcomes"]}
+    first, second = (
+        label_budget_experiment(**inputs, budgets=[80], repeats=1, recipe=TINY_RECIPE)
+        for inputs in (budget_inputs, flipped)
+    )
+    assert first["best_step"].equals(second["best_step"]) and first["steps"].equals(second["steps"])
+    np.testing.assert_allclose(first["auroc"], 1 - second["auroc"], atol=1e-9)
+
+
+def test_label_budget_experiment_rejects_budgets_it_cannot_split(budget_inputs):
+    pool_size = len(budget_inputs["pool_outcomes"])
+    with pytest.raises(ValueError, match="budgets"):
+        label_budget_experiment(**budget_inputs, budgets=[pool_size + 1], repeats=1, recipe=TINY_RECIPE)
+    with pytest.raises(ValueError, match="too small"):
+        label_budget_experiment(**budget_inputs, budgets=[8], repeats=1, recipe=TINY_RECIPE)
+
+
+def toy_runs():
+    rows = [
+        {"budget": 100, "repeat": 0, "model": PRETRAINED, "auroc": 0.70, "auprc": 0.40},
+        {"budget": 100, "repeat": 1, "model": PRETRAINED, "auroc": 0.80, "auprc": 0.50},
+        {"budget": 100, "repeat": 0, "model": SCRATCH, "auroc": 0.60, "auprc": 0.30},
+        {"budget": 100, "repeat": 1, "model": SCRATCH, "auroc": 0.60, "auprc": 0.30},
+        {"budget": 500, "repeat": 0, "model": PRETRAINED, "auroc": 0.75, "auprc": 0.45},
+        {"budget": 500, "repeat": 0, "model": SCRATCH, "auroc": 0.74, "auprc": 0.44},
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_summary_reports_mean_and_sample_sd_per_budget_and_model():
+    table = summarise_label_budget(toy_runs())
+    assert list(table.index) == [100, 500]
+    assert table.loc[100, ("AUROC", PRETRAINED)] == "0.750 ± 0.071"  # sd of 0.70 and 0.80 with ddof=1
+    assert table.loc[100, ("AUROC", SCRATCH)] == "0.600 ± 0.000"
+    assert table.loc[500, ("AUPRC", SCRATCH)] == "0.440", "one subsample has no spread to report"
+    with pytest.raises(ValueError, match="auroc"):
+        summarise_label_budget(toy_runs().drop(columns="auroc"))
+
+
+def test_label_budget_plot_draws_each_model_and_the_oracle_line():
+    runs = pd.concat(
+        [
+            toy_runs(),
+            pd.DataFrame(
+                [{"budget": b, "repeat": 0, "model": "oracle", "auroc": 0.8, "auprc": 0.6} for b in (100, 500)]
+            ),
+        ]
+    )
+    fig = plot_label_budget(runs)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert sorted(labels) == sorted([PRETRAINED, SCRATCH, "oracle (true risk)"])
+    plt.close(fig)

@@ -3,7 +3,8 @@
 Randomized claims are checked statistically over many draws. Unless a test says otherwise the
 bound is 5 binomial standard deviations, sqrt(n p (1 - p)), around the expected count: a correct
 masker fails such a test with probability below 1e-6. Uniformity uses a chi-square test that a
-correct masker fails with probability 1e-4 (p-value threshold).
+correct masker fails with probability 1e-4 (p-value threshold). The span tests use exact binomial
+ranges; each states the chance that a correct masker fails it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from course_utils.masking import (
     select_spans,
     select_whole_words,
     span_length_probabilities,
+    word_starts,
 )
+from course_utils.checks.masking import count_range, word_counts
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)
@@ -305,6 +308,32 @@ def test_bad_word_ids_raise_value_error(word_ids):
 # --------------------------------------------------------------------------- spans
 
 
+def words_of_one_to_three_tokens(rows, seq=128, real=120, seed=0, same_layout=False):
+    """``(ids, word_ids)`` ``[rows, seq]``: [CLS], words of 1-3 tokens, [SEP], padding; word id -1 off words."""
+    ids = batch(rows=rows, seq=seq, real=real, seed=seed)
+    sizes = torch.randint(1, 4, (1 if same_layout else rows, seq), generator=torch.Generator().manual_seed(seed + 1))
+    word_ends = sizes.cumsum(1).expand(rows, seq).contiguous()  # word k covers positions [end(k-1), end(k)) + 1
+    word_ids = torch.searchsorted(word_ends, (torch.arange(seq) - 1).expand(rows, seq).contiguous(), right=True)
+    word_ids[:, 0], word_ids[:, real - 1 :] = -1, -1
+    return ids, word_ids
+
+
+def spans(ids, word_ids, seed=0, **options):
+    return select_spans(
+        ids, word_ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(seed), **options
+    )
+
+
+def per_span(span_index, values, reduce):
+    """``reduce`` ("amin", "amax" or "sum") of ``values`` over each (row, span): a ``[rows, L]`` table, row-major."""
+    rows, seq = span_index.shape
+    key = (span_index + seq * torch.arange(rows)[:, None])[span_index >= 0]
+    table = torch.zeros(rows * seq, dtype=values.dtype)
+    table = table.scatter_reduce(0, key, values[span_index >= 0], reduce, include_self=False)
+    used = torch.zeros(rows * seq, dtype=torch.bool).index_fill_(0, key, True)
+    return table.view(rows, seq), used.view(rows, seq)
+
+
 def test_span_lengths_follow_the_truncated_geometric_distribution():
     lengths = sample_span_lengths((200_000,), generator=torch.Generator().manual_seed(0))
     assert lengths.min() >= 1 and lengths.max() <= 10
@@ -314,34 +343,123 @@ def test_span_lengths_follow_the_truncated_geometric_distribution():
     assert abs(lengths.float().mean().item() - 3.8) < 0.02  # SpanBERT's mean span length; sd of the mean is 0.006
 
 
-def test_span_masking_spends_the_budget_in_every_row():
+def test_spans_start_at_word_starts_and_cover_whole_words():
+    ids, word_ids = words_of_one_to_three_tokens(rows=512)
+    selected, span_index = spans(ids, word_ids, mlm_probability=0.3)
+    in_word = (word_ids >= 0) & (ids >= len(SPECIALS))
+    tokens, hits = word_counts(word_ids, in_word, selected)
+    assert ((hits == 0) | (hits == tokens)).all(), "a word was only partly selected"
+    assert torch.equal(span_index >= 0, selected)
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    first, used = per_span(span_index, positions, "amin")
+    last, _ = per_span(span_index, positions, "amax")
+    size, _ = per_span(span_index, torch.ones_like(positions), "sum")
+    rows = torch.arange(len(ids))[:, None].expand_as(first)
+    assert word_starts(word_ids)[rows[used], first[used]].all(), "a span starts inside a word"
+    assert torch.equal((last - first + 1)[used], size[used]), "a span is not one contiguous run of tokens"
+
+
+def test_spans_never_select_special_tokens_or_tokens_outside_words():
+    ids, word_ids = words_of_one_to_three_tokens(rows=64)
+    ids[:, 7] = UNK  # a special token inside a word
+    selected, _ = spans(ids, word_ids, mlm_probability=1.0)
+    assert torch.equal(selected, (word_ids >= 0) & (ids >= len(SPECIALS)))
+
+
+@pytest.mark.parametrize("p", [0.15, 0.5])
+def test_span_masking_stays_within_the_budget_and_stops_only_when_no_word_fits(p):
+    ids, word_ids = words_of_one_to_three_tokens(rows=512)
+    ids[:, 7] = UNK
+    selected, _ = spans(ids, word_ids, mlm_probability=p)
+    eligible = (word_ids >= 0) & (ids >= len(SPECIALS))
+    budget = torch.round(eligible.sum(1) * p).long()
+    left = budget - selected.sum(1)
+    assert (left >= 0).all(), "a row selected more tokens than its budget"
+    # Every word left unselected is too large for what is left of its row's budget.
+    word_size = torch.zeros_like(ids).scatter_add_(1, word_ids.clamp(min=0), eligible.long())  # [B, words]
+    size_at_token = word_size.gather(1, word_ids.clamp(min=0))
+    assert (size_at_token[eligible & ~selected] > left[:, None].expand_as(ids)[eligible & ~selected]).all()
+
+
+def test_span_masking_spends_the_whole_budget_when_every_word_is_one_token():
     ids = batch(rows=128)
-    selected, _ = select_spans(ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(0))
-    eligible = (ids >= len(SPECIALS)).sum(1)
-    assert torch.equal(selected.sum(1), torch.round(eligible * 0.15).long())
-    assert not selected[ids < len(SPECIALS)].any(), "a span covered a special token"
+    word_ids = torch.where(ids >= len(SPECIALS), torch.arange(ids.shape[1]), -1)
+    selected, _ = spans(ids, word_ids)
+    assert torch.equal(selected.sum(1), torch.round((ids >= len(SPECIALS)).sum(1) * 0.15).long())
 
 
-def test_spans_are_contiguous_and_their_lengths_follow_the_distribution():
-    ids = batch(rows=2048, seq=256, real=250)
-    selected, span_index = select_spans(ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(2))
-    positions = torch.arange(256).expand_as(span_index)
-    for row, spans in zip(positions[:8], span_index[:8]):
-        for span in spans[spans >= 0].unique():
-            where = row[spans == span]
-            assert where.max() - where.min() + 1 == len(where), "span is not contiguous"
-    # Each row's first span is an untrimmed draw (the budget, 37 tokens, exceeds the longest span);
-    # later ones are not independent draws: the budget stops the sequence. Chi-square, threshold 1e-4.
-    first_span_lengths = (span_index == 0).sum(1)
-    counts = torch.bincount(first_span_lengths, minlength=11)[1:].numpy()
-    expected = span_length_probabilities().numpy() * len(first_span_lengths)
-    assert chisquare(counts, expected).pvalue > 1e-4
+def test_span_lengths_in_words_follow_the_truncated_geometric_distribution():
+    # Each row's first span is a fresh length draw, cut only by the end of the row (the budget,
+    # 35 tokens, holds any 10 words of at most 3 tokens): keep the spans that start 10 or more
+    # words before the end. About 3,400 lengths; exact binomial ranges, false failure 1e-7 per length.
+    ids, word_ids = words_of_one_to_three_tokens(rows=4096, seed=3)
+    _, span_index = spans(ids, word_ids, seed=4, mlm_probability=0.3)
+    starts = word_starts(word_ids)
+    word_number = starts.cumsum(1) - 1
+    first_span = span_index == 0
+    words_in_first_span = (first_span & starts).sum(1)
+    first_word = torch.where(first_span, word_number, ids.shape[1]).min(1).values
+    lengths = words_in_first_span[starts.sum(1) - first_word >= 10]
+    assert len(lengths) > 3000
+    counts = torch.bincount(lengths, minlength=11)[1:].tolist()
+    for length, (count, probability) in enumerate(zip(counts, span_length_probabilities().tolist()), start=1):
+        low, high = count_range(len(lengths), probability, 1e-7)
+        assert low <= count <= high, (length, count, len(lengths) * probability)
+
+
+def test_first_span_starts_at_a_uniformly_random_word():
+    # Every row has the same 57 words; the first span's start word is uniform over them.
+    # Exact binomial range for each word's count, false failure 1e-7 / 57 each, 1e-7 in all.
+    ids, word_ids = words_of_one_to_three_tokens(rows=8192, seed=5, same_layout=True)
+    _, span_index = spans(ids, word_ids, seed=6)
+    words = int(word_starts(word_ids)[0].sum())
+    word_number = word_starts(word_ids).cumsum(1) - 1
+    first_word = torch.where(span_index == 0, word_number, ids.shape[1]).min(1).values
+    counts = torch.bincount(first_word, minlength=words)
+    assert len(counts) == words
+    low, high = count_range(len(ids), 1 / words, 1e-7 / words)
+    assert ((counts >= low) & (counts <= high)).all(), (counts.min(), counts.max(), low, high)
+
+
+def test_span_selection_is_reproducible_with_a_generator():
+    ids, word_ids = words_of_one_to_three_tokens(rows=64)
+    first, again, other = spans(ids, word_ids, seed=7), spans(ids, word_ids, seed=7), spans(ids, word_ids, seed=8)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0])
+
+
+def test_span_selection_handles_an_empty_batch_and_rows_without_words():
+    empty = torch.zeros((0, 16), dtype=torch.long)
+    selected, span_index = spans(empty, empty)
+    assert selected.shape == span_index.shape == (0, 16)
+    ids = batch(rows=4)
+    selected, span_index = spans(ids, torch.full_like(ids, -1), mlm_probability=1.0)
+    assert not selected.any() and (span_index == -1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_span_masking_runs_on_the_device_of_the_input():
+    ids, word_ids = words_of_one_to_three_tokens(rows=64)
+    masked_ids, labels = mask_spans(
+        ids.cuda(),
+        word_ids.cuda(),
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        special_token_ids=SPECIALS,
+        generator=torch.Generator("cuda").manual_seed(0),
+    )
+    assert masked_ids.is_cuda and labels.is_cuda
+    selected = (labels != IGNORE_INDEX).cpu()
+    tokens, hits = word_counts(word_ids, (word_ids >= 0) & (ids >= len(SPECIALS)), selected)
+    assert hits.sum() > 0 and ((hits == 0) | (hits == tokens)).all()
 
 
 def test_span_masking_overall_rate_is_15_percent():
     ids = batch(rows=256)
+    word_ids = torch.where(ids >= len(SPECIALS), torch.arange(ids.shape[1]), -1)
     _, labels = mask_spans(
         ids,
+        word_ids,
         mask_token_id=MASK,
         vocab_size=VOCAB,
         special_token_ids=SPECIALS,
@@ -352,34 +470,50 @@ def test_span_masking_overall_rate_is_15_percent():
 
 
 def test_span_masking_replaces_whole_spans_alike():
-    ids = batch(rows=256)
-    generator = torch.Generator().manual_seed(4)
+    ids, word_ids = words_of_one_to_three_tokens(rows=256)
     masked_ids, labels = mask_spans(
-        ids, mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS, mlm_probability=0.3, generator=generator
+        ids,
+        word_ids,
+        mask_token_id=MASK,
+        vocab_size=VOCAB,
+        special_token_ids=SPECIALS,
+        mlm_probability=0.3,
+        generator=torch.Generator().manual_seed(4),
     )
-    selected, span_index = select_spans(
-        ids, special_token_ids=SPECIALS, mlm_probability=0.3, generator=torch.Generator().manual_seed(4)
-    )
+    selected, span_index = spans(ids, word_ids, seed=4, mlm_probability=0.3)
     assert torch.equal(labels != IGNORE_INDEX, selected), "labels and selection use the same draws"
-    is_mask = (masked_ids == MASK).float()
-    for row in range(32):
-        for span in span_index[row][span_index[row] >= 0].unique():
-            in_span = is_mask[row][span_index[row] == span]
-            assert in_span.min() == in_span.max(), "a span was partly [MASK]"
+    is_mask = (masked_ids == MASK).long()
+    fewest, used = per_span(span_index, is_mask, "amin")
+    most, _ = per_span(span_index, is_mask, "amax")
+    assert torch.equal(fewest[used], most[used]), "a span was partly [MASK]"
     # One draw per span, so the [MASK] spans (not tokens) are Binomial(spans, 0.8). A correct masker
     # falls outside this exact binomial interval with probability below 1e-6.
-    spans = span_index + 256 * torch.arange(256)[:, None]  # one id per (row, span)
-    span_count = spans[selected].unique().numel()
-    masked_spans = spans[selected & (masked_ids == MASK)].unique().numel()
-    low, high = binom.interval(1 - 1e-6, span_count, 0.8)
-    assert low <= masked_spans <= high, (masked_spans, span_count)
+    low, high = binom.interval(1 - 1e-6, int(used.sum()), 0.8)
+    assert low <= int(most[used].sum()) <= high, (int(most[used].sum()), int(used.sum()))
+
+
+def test_mask_by_strategy_passes_word_ids_to_the_span_masker():
+    ids, word_ids = words_of_one_to_three_tokens(rows=32)
+    options = dict(mask_token_id=MASK, vocab_size=VOCAB, special_token_ids=SPECIALS)
+    by_name = mask_by_strategy("span", ids, word_ids, generator=torch.Generator().manual_seed(9), **options)
+    direct = mask_spans(ids, word_ids, generator=torch.Generator().manual_seed(9), **options)
+    assert torch.equal(by_name[0], direct[0]) and torch.equal(by_name[1], direct[1])
 
 
 @pytest.mark.parametrize(
     "argument, call",
     [
-        ("input_ids", lambda: select_spans(torch.ones(4, dtype=torch.long))),
-        ("mlm_probability", lambda: mask_spans(batch(), mask_token_id=MASK, vocab_size=VOCAB, mlm_probability=1.5)),
+        ("input_ids", lambda: select_spans(torch.ones(4), torch.ones(4, dtype=torch.long))),
+        ("word_ids", lambda: select_spans(batch(), torch.zeros(64, 127, dtype=torch.long))),
+        ("word_ids", lambda: select_spans(torch.ones(4, dtype=torch.long), torch.ones(4, dtype=torch.long))),
+        (
+            "mlm_probability",
+            lambda: mask_spans(
+                batch(), word_numbering(rows=64), mask_token_id=MASK, vocab_size=VOCAB, mlm_probability=1.5
+            ),
+        ),
+        ("span_p", lambda: select_spans(batch(), word_numbering(rows=64), span_p=1.5)),
+        ("max_span_length", lambda: select_spans(batch(), word_numbering(rows=64), max_span_length=0)),
         ("p", lambda: sample_span_lengths((3,), p=0.0)),
         ("max_length", lambda: sample_span_lengths((3,), max_length=0)),
         (
@@ -390,6 +524,7 @@ def test_span_masking_replaces_whole_spans_alike():
         ),
         ("strategy", lambda: mask_by_strategy("words", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
         ("word_ids", lambda: mask_by_strategy("whole_word", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
+        ("word_ids", lambda: mask_by_strategy("span", batch(), mask_token_id=MASK, vocab_size=VOCAB)),
     ],
 )
 def test_span_and_whole_word_maskers_reject_bad_arguments(argument, call):
@@ -444,6 +579,12 @@ def test_collator_strategies_select_only_real_tokens(strategy):
     assert torch.equal(out["attention_mask"].bool() | ~selected, torch.ones_like(selected))
 
 
+@pytest.mark.parametrize("strategy", ["whole_word", "span"])
+def test_collator_word_strategies_need_word_ids(strategy):
+    with pytest.raises(ValueError, match="word_ids"):
+        collator(strategy=strategy)(SEQUENCES)
+
+
 def test_collator_works_as_a_dataloader_collate_fn():
     loader = torch.utils.data.DataLoader(SEQUENCES * 4, batch_size=4, collate_fn=collator())
     shapes = [b["input_ids"].shape[1] % 8 for b in loader]
@@ -494,11 +635,13 @@ def test_collator_rejects_an_empty_batch():
 # --------------------------------------------------------------------------- the seed's loop, and the notebook
 
 
-def test_seed_loop_shows_the_bugs_the_lab_fixes():
+def test_seed_loop_selects_padding_and_special_tokens_and_scores_them():
     ids = batch(rows=8)
-    masked_ids, targets, positions = masking.seed_create_masked_lm_batch(ids, MASK, mask_prob=1.0, vocab_size=VOCAB)
-    assert positions[ids == PAD].all(), "the seed selects padding"
-    assert torch.equal(targets, ids), "the seed's targets are not -100 off the selected positions"
+    _, targets, positions = masking.seed_create_masked_lm_batch(ids, MASK, mask_prob=1.0, vocab_size=VOCAB)
+    scored = targets[positions]  # what the seed's loss compares predictions[mask_positions] with
+    assert positions[ids == PAD].all() and positions[ids == CLS].all(), "the seed selects padding and [CLS]"
+    assert (scored == PAD).any() and (scored == SEP).any()
+    assert torch.equal(targets, ids), "the seed's targets are the whole input, scored only at mask_positions"
 
 
 SOLUTION = Path(__file__).resolve().parent.parent / "solutions" / "lab01_masking" / "lab01_masking.ipynb"
@@ -566,12 +709,12 @@ def test_masking_viewer_redraws_for_every_strategy(strategy):
     probability = controls.children[0]
     strategy_buttons.value = strategy
     probability.value = 1.0
-    tokens = view.value.split("<div>selected as")[0]
+    tokens = view.value.split("<div>selected")[0]
     assert (
         tokens.count("background") == tokens.count("<span") - 2
     ), "with p = 1 every token but [CLS] and [SEP] is coloured"
     probability.value = 0.0
-    assert "background" not in view.value.split("<div>selected as")[0]
+    assert "background" not in view.value.split("<div>selected")[0]
 
 
 def test_rate_and_speed_plots_draw():
@@ -582,4 +725,20 @@ def test_rate_and_speed_plots_draw():
     fig = plot_rates_with_bands({"selected": [15, 14, 30]}, {"selected": [100, 100, 100]}, {"selected": 0.15})
     assert "67% inside" in fig.axes[0].get_title()  # 30 of 100 lies outside the 95% band
     plt.close(fig)
-    plt.close(plot_speed([1, 2], {"loop": [1.0, 2.0], "vectorized": [0.1, 0.1]}, seq_len=8))
+
+
+def test_speed_plot_labels_its_ticks_with_batch_sizes_and_time_units():
+    import matplotlib.pyplot as plt
+
+    from course_utils.viz.masking import duration_label, plot_speed
+
+    assert [duration_label(s) for s in (3.0, 0.5, 2e-5, 1e-3)] == ["3 s", "500 ms", "20 µs", "1 ms"]
+    for times in ({"loop": [2e-3, 8e-3, 3e-2], "vectorized": [2e-5, 3e-5, 6e-5]}, {"loop": [2e-4, 4e-4, 7e-4]}):
+        fig = plot_speed([1, 4, 16], times, seq_len=8)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        assert [label.get_text() for label in ax.get_xticklabels()] == ["1", "4", "16"]
+        shown = [label.get_text() for label in ax.get_yticklabels() if low <= label.get_position()[1] <= high]
+        assert len(shown) >= 2 and all(text.split()[-1] in ("ns", "µs", "ms", "s") for text in shown), shown
+        plt.close(fig)

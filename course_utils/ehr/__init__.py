@@ -6,6 +6,7 @@
     sequences = build_sequences(cohort.events, bins)      # {subject_id: EHRSequence}
     vocabulary = Vocabulary.fit([sequences[s] for s in cohort.subjects("train")], min_count=5)
     labels = read_labels(root / "labels" / f"{TASK_NAME}.parquet")
+    oracle = pq.read_table(root / ORACLE_SUBDIRECTORY / f"{TASK_NAME}.parquet")  # the synthetic cohort's true risks
     labelled = build_labelled_sequences(cohort.events, bins, labels)  # {label row: EHRSequence up to its time}
 
 **The synthetic cohort** (``generate_cohort``) plants structure a model can find: demographics
@@ -14,7 +15,8 @@ diabetes and hypertension; diabetes and hypertension raise the risk of chronic k
 hypertension, diabetes, kidney function and age raise the risk of heart failure); care pathways (a
 diagnosis is followed by its medications and monitoring labs, with numeric values: HbA1c high in
 diabetes, creatinine rising in CKD); and one outcome, heart-failure onset within a year of a
-prediction time, drawn from a known risk model whose probability is saved as the oracle.
+prediction time, drawn from a known risk model whose probability is saved as the oracle (in
+``oracle/``, beside ``labels/``, which holds only MEDS label files).
 
 **Tokens** follow BEHRT (Li et al., 2020): ``[CLS]``, then each visit's events followed by ``[SEP]``;
 every token carries the patient's age in years, its visit index and an alternating segment (0, 1, 0, ...).
@@ -23,6 +25,8 @@ leaves the bare code. Sequences longer than the model's window keep ``[CLS]`` an
 
 Modules: ``sequences`` (tokens, ages, visits, vocabulary), ``codes`` (the code catalogue),
 ``synthetic`` (the cohort generator), ``reader`` (any MEDS dataset) and ``batching`` (tensors for the model).
+``label_budget`` (Lab 4's pretrained-versus-scratch experiment) needs the BEHRT model, so it is imported
+on its own: ``from course_utils.ehr.label_budget import label_budget_experiment``.
 """
 
 from course_utils.ehr.batching import EHRDataset, LengthBucketSampler, collate_ehr, padding_fraction
@@ -52,6 +56,7 @@ from course_utils.ehr.synthetic import (
     ACUTE,
     CHRONIC,
     HEART_FAILURE_RISK,
+    ORACLE_SUBDIRECTORY,
     TASK_NAME,
     code_metadata,
     generate_cohort,
@@ -82,6 +87,7 @@ __all__ = [
     "CODES",
     "code_group",
     "TASK_NAME",
+    "ORACLE_SUBDIRECTORY",
     "CHRONIC",
     "ACUTE",
     "HEART_FAILURE_RISK",

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from course_utils.ehr.codes import CATALOGUE
 
 TASK_NAME = "heart_failure_1y"
+ORACLE_SUBDIRECTORY = "oracle"  # beside labels/: the true outcome probabilities, not a MEDS label file
 
 # Care pathways: diagnosis code, then (medication, probability per visit), monitoring labs and procedures.
 CHRONIC = {
@@ -352,12 +353,14 @@ def write_meds_dataset(path, num_subjects: int = 2000, seed: int = 0) -> Path:
 
     Layout: ``data/{train,tuning,held_out}/0.parquet``, ``metadata/codes.parquet``,
     ``metadata/subject_splits.parquet``, ``metadata/dataset.json``, ``labels/heart_failure_1y.parquet``
-    (``LabelSchema``) and ``labels/heart_failure_1y_oracle.parquet`` (the true probabilities).
+    (``LabelSchema``, the only kind of file in ``labels/``) and ``oracle/heart_failure_1y.parquet``
+    (``subject_id, prediction_time, probability``: the true outcome probability of each label row, in
+    the label file's order; outside ``labels/`` because its extra column is not MEDS).
     """
     root = Path(path)
     events, labels, oracle = generate_cohort(num_subjects, seed)
     splits = _assign_splits(np.arange(1, num_subjects + 1), seed)
-    for directory in ("data", "metadata", "labels"):
+    for directory in ("data", "metadata", "labels", ORACLE_SUBDIRECTORY):
         (root / directory).mkdir(parents=True, exist_ok=True)
     for split in (meds.train_split, meds.tuning_split, meds.held_out_split):
         members = splits.filter(pc.equal(splits["split"], split))["subject_id"]
@@ -367,7 +370,7 @@ def write_meds_dataset(path, num_subjects: int = 2000, seed: int = 0) -> Path:
     pq.write_table(splits, root / meds.subject_splits_filepath)
     pq.write_table(code_metadata(), root / meds.code_metadata_filepath)
     pq.write_table(labels, root / "labels" / f"{TASK_NAME}.parquet")
-    pq.write_table(oracle, root / "labels" / f"{TASK_NAME}_oracle.parquet")
+    pq.write_table(oracle, root / ORACLE_SUBDIRECTORY / f"{TASK_NAME}.parquet")
     metadata = {
         "dataset_name": "course_synthetic_cardiometabolic",
         "dataset_version": f"seed{seed}-n{num_subjects}",

@@ -3,7 +3,9 @@
 * ``transformer`` -- attention, blocks and the encoder stack (post-LN for BERT, pre-LN for ViT);
 * ``bert``        -- ``BertConfig`` and ``BertForMaskedLM`` (Lab 2);
 * ``mae``         -- ``MAEConfig`` and ``MaskedAutoencoder`` (Lab 3);
-* ``behrt``       -- the BEHRT-style EHR model (Lab 4).
+* ``behrt``       -- the BEHRT-style EHR model (Lab 4);
+* ``electra``, ``causal_lm``, ``albert``, ``permutation_lm`` -- Lab 5's pretraining objectives,
+  and ``flops``, their training FLOPs per step.
 
 ``from course_utils.models import BertForMaskedLM`` imports only the modules that class needs:
 Lab 2 does not pay for torchvision (MAE) or meds and pyarrow (BEHRT).
@@ -24,6 +26,11 @@ _MODULE_OF = {
     "BehrtEmbedding": "behrt",
     "BehrtForMaskedEvents": "behrt",
     "BehrtForOutcome": "behrt",
+    "ElectraForPretraining": "electra",
+    "CausalLM": "causal_lm",
+    "AlbertConfig": "albert",
+    "AlbertForMaskedLM": "albert",
+    "PermutationLM": "permutation_lm",
 }
 
 __all__ = list(_MODULE_OF)

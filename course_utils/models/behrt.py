@@ -8,9 +8,9 @@
 
 Following Li et al. (2020), a token's embedding is the sum of four lookups -- its code, the
 patient's age in years, its visit index and its alternating segment -- then LayerNorm and dropout.
-Unlike the seed's ``MaskedEHRModel``, attention sees a padding mask, batches are batch-first,
-masking is vectorised and never touches ``[PAD]``, ``[CLS]`` or ``[SEP]`` (``mask_events``), and the
-position table is sized by the model's window, not a fixed 5000.
+Unlike the seed's ``MaskedEHRModel``, attention is masked on ``[PAD]``, and the masking
+(``mask_events``) is vectorised, never selects ``[PAD]``, ``[CLS]`` or ``[SEP]`` and never draws a
+special token as a random replacement.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ EHR_SPECIAL_IDS = tuple(range(len(SPECIAL_TOKENS)))  # never selected for maskin
 
 @dataclass
 class BehrtConfig:
-    """Sizes of a BEHRT; the defaults train on a laptop CPU in a few minutes."""
+    """Sizes of a BEHRT; the defaults are those of Lab 4's ``cpu`` profile."""
 
     vocab_size: int
     hidden_size: int = 64

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -130,33 +131,38 @@ def plot_code_map(points: np.ndarray, tokens: Sequence[str], title: str = "learn
     return fig
 
 
-def plot_label_budget(
-    results: Mapping[str, Mapping[int, Sequence[tuple[float, float]]]], oracle: tuple[float, float] | None = None
-):
-    """AUROC and AUPRC against the number of labelled patients, mean and spread over repeats.
+def plot_label_budget(runs: pd.DataFrame, oracle: str = "oracle"):
+    """AUROC and AUPRC against the number of labelled patients: mean ± sd over the subsamples, one line per model.
 
-    ``results[model][budget]`` is a list of ``(auroc, auprc)``, one per repeat (a different labelled subsample).
+    ``runs`` is ``label_budget_experiment``'s table (columns ``budget, model, auroc, auprc``, one row per
+    subsample); the ``oracle`` model, the same at every budget, is drawn as a horizontal line.
     """
+    missing = {"budget", "model", "auroc", "auprc"} - set(runs.columns)
+    if missing:
+        raise ValueError(f"runs must be label_budget_experiment's table; it lacks the columns {sorted(missing)}")
+    stats = runs.groupby(["model", "budget"], sort=False)[["auroc", "auprc"]].agg(["mean", "std"])
+    models = [model for model in dict.fromkeys(runs["model"]) if model != oracle]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = [PALETTE["vermillion"], PALETTE["blue"], PALETTE["green"], PALETTE["orange"]]
-    for metric, ax in enumerate(axes):
-        for (name, by_budget), colour, style, marker in zip(results.items(), colours, LINESTYLES, MARKERS):
-            budgets = sorted(by_budget)
-            values = [np.array(by_budget[b])[:, metric] for b in budgets]
+    for metric, ax in zip(("auroc", "auprc"), axes):
+        for name, colour, style, marker in zip(models, colours, LINESTYLES, MARKERS):
+            by_budget = stats.loc[name, metric].sort_index()
             ax.errorbar(
-                budgets,
-                [v.mean() for v in values],
-                yerr=[v.std() for v in values],
+                by_budget.index,
+                by_budget["mean"],
+                yerr=by_budget["std"].fillna(0.0),
                 color=colour,
                 linestyle=style,
                 marker=marker,
                 capsize=3,
                 label=name,
             )
-        if oracle is not None:
-            ax.axhline(oracle[metric], color=PALETTE["black"], linestyle=":", label="oracle (true risk)")
-        ax.set(xscale="log", xlabel="labelled training patients", ylabel=("AUROC", "AUPRC")[metric])
+        if oracle in set(runs["model"]):
+            level = runs.loc[runs["model"] == oracle, metric].mean()
+            ax.axhline(level, color=PALETTE["black"], linestyle=":", label="oracle (true risk)")
+        ax.set(xscale="log", xlabel="labelled patients (fine-tuning + tuning)", ylabel=metric.upper())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("mean ± sd over the labelled subsamples", fontsize=10)
     fig.tight_layout()
     return fig

@@ -6,6 +6,7 @@ import html
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 import torch
 from scipy.stats import binom
@@ -21,6 +22,7 @@ DEMO_CORPUS = (
     "grammar, meaning and facts, which transfer to downstream tasks such as question answering."
 )
 STATUS_COLOURS = {"mask": PALETTE["vermillion"], "random": PALETTE["orange"], "kept": PALETTE["sky"]}
+UNSELECTED_OUTLINE = "#ccc"
 
 
 def plot_rates_with_bands(
@@ -61,8 +63,19 @@ def plot_rates_with_bands(
     return fig
 
 
+def duration_label(seconds: float, _position=None) -> str:
+    """A time in seconds as a short label with units: 2e-05 -> '20 µs', 0.5 -> '500 ms', 3 -> '3 s'."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            return f"{seconds / scale:.3g} {unit}"
+
+
 def plot_speed(batch_sizes: Sequence[int], seconds: Mapping[str, Sequence[float]], seq_len: int):
-    """Time per batch against batch size (log-log), one line per masker. Returns the figure."""
+    """Time per batch against batch size (log-log), one line per masker. Returns the figure.
+
+    The x ticks are the batch sizes; the y ticks are labelled with units (µs, ms, s): powers of ten,
+    or 1-2-5 steps when the times span less than two decades.
+    """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     colours = (PALETTE["vermillion"], PALETTE["blue"], PALETTE["green"], PALETTE["orange"])
     for (name, times), colour, marker in zip(seconds.items(), colours, MARKERS):
@@ -71,9 +84,16 @@ def plot_speed(batch_sizes: Sequence[int], seconds: Mapping[str, Sequence[float]
         xscale="log",
         yscale="log",
         xlabel=f"batch size (sequences of {seq_len} tokens)",
-        ylabel="seconds per batch (median)",
+        ylabel="time per batch (median)",
         title="Masking one batch",
     )
+    ax.xaxis.set_major_locator(ticker.FixedLocator(list(batch_sizes)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda size, _position: f"{size:g}"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0,) if high / low >= 100 else (1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(duration_label))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -90,7 +110,11 @@ def demo_tokenizer(corpus: str = DEMO_CORPUS, vocab_size: int = 200):
 def masked_html(
     original: Sequence[str], shown: Sequence[str], labels: Sequence[int], mask_token: str = "[MASK]"
 ) -> str:
-    """Tokens as coloured HTML boxes: [MASK] (vermillion), random (orange, with the token it replaced), kept (sky)."""
+    """Tokens as HTML boxes, then a legend: a selected token is filled by what the model sees,
+    [MASK] (vermillion), random (orange, with the token it replaced struck through) or kept (sky);
+    a token that is not selected (label -100) has a thin grey outline."""
+    box = "padding:2px 4px; margin:2px; border-radius:3px; display:inline-block"
+    unselected = f"border:1px solid {UNSELECTED_OUTLINE};"
     boxes = []
     for before, after, label in zip(original, shown, labels):
         status = (
@@ -99,19 +123,29 @@ def masked_html(
             else "mask" if after == mask_token else "kept" if after == before else "random"
         )
         text = html.escape(after) + (f" <s>{html.escape(before)}</s>" if status == "random" else "")
-        style = f"background:{STATUS_COLOURS[status]};" if status else "border:1px solid #ccc;"
-        boxes.append(
-            f'<span style="{style} padding:2px 4px; margin:2px; border-radius:3px; display:inline-block">{text}</span>'
-        )
-    legend = " ".join(f'<span style="background:{c}; padding:1px 6px">{s}</span>' for s, c in STATUS_COLOURS.items())
-    return f'<div style="font-family:monospace; line-height:2">{"".join(boxes)}</div><div>selected as: {legend}</div>'
+        style = f"background:{STATUS_COLOURS[status]};" if status else unselected
+        boxes.append(f'<span style="{style} {box}">{text}</span>')
+    names = {"mask": html.escape(mask_token), "random": "random", "kept": "kept"}
+    legend = " ".join(
+        f'<span style="background:{colour}; padding:1px 6px">{names[status]}</span>'
+        for status, colour in STATUS_COLOURS.items()
+    )
+    return (
+        f'<div style="font-family:monospace; line-height:2">{"".join(boxes)}</div>'
+        f"<div>selected (the loss scores it), shown as: {legend} &nbsp; "
+        f'<span style="{unselected} padding:1px 6px">grey outline</span>: not selected (label -100)</div>'
+    )
 
 
 def masking_viewer(
     text: str = "The patient presented with severe chest pain, and masked language models learn by filling blanks.",
 ):
-    """An ipywidgets viewer: a masking-probability slider, a strategy choice and a redraw button,
-    showing ``text`` tokenized by ``demo_tokenizer`` with each selected token coloured."""
+    """An ipywidgets viewer: a masking-probability slider, a strategy choice (token, whole word,
+    span of whole words) and a redraw button, showing ``text`` tokenized by ``demo_tokenizer``
+    with each selected token coloured (``masked_html``).
+
+    Returns the widget without displaying it: a notebook shows it once, as the cell's last expression.
+    """
     import ipywidgets as widgets
 
     tokenizer = demo_tokenizer()

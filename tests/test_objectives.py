@@ -1,0 +1,695 @@
+"""Lab 5's objectives: ELECTRA, causal LM, ALBERT, permutation LM, their FLOP counts and the comparison driver.
+
+Each loss and mask is checked against a slow loop over positions on tiny inputs. Randomized
+functions are checked statistically: each test states its bound, chosen so that a correct
+implementation fails with probability below 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import binom
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from course_utils.masking import IGNORE_INDEX, mask_tokens
+from course_utils.models.albert import (
+    AlbertConfig,
+    AlbertForMaskedLM,
+    FactorizedEmbedding,
+    SharedLayerEncoder,
+    albert_parameter_count,
+    bert_parameter_count,
+    factorized_embedding_parameters,
+)
+from course_utils.models.bert import BertConfig, BertForMaskedLM
+from course_utils.models.causal_lm import CausalLM, causal_attention_mask, next_token_loss, sequence_log_likelihood
+from course_utils.models.electra import (
+    ElectraForPretraining,
+    electra_loss,
+    generator_config,
+    replaced_token_labels,
+    sample_replacements,
+)
+from course_utils.models.flops import OBJECTIVES, training_flops_per_step
+from course_utils.models.permutation_lm import (
+    PermutationLM,
+    order_ranks,
+    permutation_attention_masks,
+    sample_factorization_order,
+    two_stream_block,
+)
+from course_utils.models.transformer import TransformerBlock
+from course_utils.objectives import (
+    FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES,
+    FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES,
+    build_model,
+    candidate_scores,
+    capital_candidates,
+    probe_batch,
+    compare_objectives,
+    comparison_config,
+    fact_check_metric,
+    fact_check_task,
+)
+from course_utils.text import CAPITAL_TEMPLATES, COUNTRIES, LANGUAGE_TEMPLATES, make_corpus, train_tokenizer
+
+V = 40
+SPECIALS = (0, 1, 2, 3, 4)
+SMALL = dict(vocab_size=V, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position_embeddings=12)
+
+
+def small_config(**overrides) -> BertConfig:
+    return BertConfig(**(SMALL | dict(dropout=0.0) | overrides))
+
+
+def padded_batch(seed: int = 0):
+    """Three rows of 8 tokens: full, 6 real, 3 real ([CLS] ... [SEP] then [PAD])."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, V, (3, 8), generator=generator)
+    attention_mask = torch.ones(3, 8, dtype=torch.long)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 3:] = 0
+    input_ids[:, 0] = 2
+    input_ids[attention_mask == 0] = 0
+    return input_ids, attention_mask
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial norms and biases, so that a missing piece shows in the outputs."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- ELECTRA
+
+
+def test_replaced_token_labels_match_a_loop_and_a_sample_equal_to_the_original_counts_as_original():
+    original, attention_mask = padded_batch()
+    corrupted = original.clone()
+    corrupted[0, 1] = (original[0, 1] + 1) % V  # replaced
+    corrupted[0, 2] = original[0, 2]  # "sampled" the original token: not replaced
+    corrupted[1, 4] = (original[1, 4] + 3) % V
+    corrupted[2, 6] = 7  # a padding position that differs: never a positive label
+    labels = replaced_token_labels(original, corrupted, attention_mask)
+    expected = torch.zeros(3, 8)
+    for b in range(3):
+        for t in range(8):
+            expected[b, t] = float(attention_mask[b, t] == 1 and corrupted[b, t] != original[b, t])
+    assert labels.dtype == torch.float32
+    assert torch.equal(labels, expected)
+    assert labels[0, 2] == 0 and labels[2, 6] == 0
+
+
+def test_sampling_passes_no_gradient_to_the_generator():
+    config = small_config()
+    model = ElectraForPretraining(config)
+    input_ids, attention_mask = padded_batch()
+    masked_ids, labels = mask_tokens(
+        input_ids,
+        mask_token_id=4,
+        vocab_size=V,
+        special_token_ids=SPECIALS,
+        mlm_probability=0.5,
+        generator=torch.Generator().manual_seed(1),
+    )
+    selected = labels != IGNORE_INDEX
+    logits = model.generator.selected_logits(masked_ids, selected, attention_mask)
+    samples = sample_replacements(logits, torch.Generator().manual_seed(2))
+    assert not samples.requires_grad and not samples.is_floating_point()
+    corrupted = input_ids.clone()
+    corrupted[selected] = samples
+    discriminator_logits = model.discriminator(corrupted, attention_mask)
+    replaced = replaced_token_labels(input_ids, corrupted, attention_mask)
+    F.binary_cross_entropy_with_logits(discriminator_logits, replaced).backward()
+    generator_only = [*model.generator.encoder.parameters(), *model.generator.embeddings.projection.parameters()]
+    assert all(parameter.grad is None for parameter in generator_only), "the discriminator's loss reached the generator"
+    assert model.discriminator.embeddings.token.weight.grad is not None
+
+
+def reference_bce(logits, labels, attention_mask) -> torch.Tensor:
+    terms = []
+    for b in range(logits.shape[0]):
+        for t in range(logits.shape[1]):
+            if attention_mask[b, t]:
+                p = torch.sigmoid(logits[b, t])
+                terms.append(-(labels[b, t] * torch.log(p) + (1 - labels[b, t]) * torch.log(1 - p)))
+    return torch.stack(terms).mean()
+
+
+def test_electra_loss_is_mlm_plus_lambda_times_bce_over_real_tokens():
+    _, attention_mask = padded_batch()
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 8, generator=generator)
+    labels = (torch.rand(3, 8, generator=generator) < 0.3).float() * attention_mask
+    mlm = torch.tensor(2.5)
+    bce = reference_bce(logits, labels, attention_mask)
+    assert torch.allclose(electra_loss(mlm, logits, labels, attention_mask), mlm + 50.0 * bce, atol=1e-5)
+    assert torch.allclose(electra_loss(mlm, logits, labels, attention_mask, 1.0), mlm + bce, atol=1e-6)
+    moved = logits.clone()
+    moved[attention_mask == 0] += 100.0  # padding logits must not count
+    assert torch.allclose(electra_loss(mlm, moved, labels, attention_mask), mlm + 50.0 * bce, atol=1e-5)
+
+
+def test_sample_replacements_follows_the_softmax():
+    # 20,000 draws over 6 tokens. Each token's count is Binomial(20000, p_k); an exact binomial
+    # interval at 1 - 1e-7 per token keeps the false-failure rate below 6e-7 over the 6 counts.
+    # Taking the argmax would put every draw on token 0; ignoring the logits, 1/6 on each.
+    probabilities = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
+    draws = 20_000
+    logits = probabilities.log().expand(draws, -1) + 3.0  # softmax is shift-invariant
+    samples = sample_replacements(logits, torch.Generator().manual_seed(0))
+    assert samples.shape == (draws,) and samples.dtype == torch.long
+    counts = torch.bincount(samples, minlength=6)
+    for token, p in enumerate(probabilities.tolist()):
+        low, high = binom.interval(1 - 1e-7, draws, p)
+        assert low <= counts[token] <= high, (token, int(counts[token]), draws * p)
+
+
+def test_electra_step_matches_a_reference_built_from_its_parts():
+    config = small_config()
+    model = perturbed(ElectraForPretraining(config, generator_width_fraction=0.5))
+    input_ids, attention_mask = padded_batch()
+    masked_ids, labels = mask_tokens(
+        input_ids,
+        mask_token_id=4,
+        vocab_size=V,
+        special_token_ids=SPECIALS,
+        mlm_probability=0.4,
+        generator=torch.Generator().manual_seed(5),
+    )
+    output = model(input_ids, masked_ids, labels, attention_mask, generator=torch.Generator().manual_seed(6))
+    selected = labels != IGNORE_INDEX
+    assert torch.equal(output.corrupted_ids[~selected], input_ids[~selected]), "only masked positions are resampled"
+    assert torch.equal(output.replaced, replaced_token_labels(input_ids, output.corrupted_ids, attention_mask))
+    with torch.no_grad():
+        generator_logits = model.generator(masked_ids, attention_mask)  # full logits, every position
+        mlm = F.cross_entropy(generator_logits[selected], labels[selected])
+        bce = reference_bce(model.discriminator(output.corrupted_ids, attention_mask), output.replaced, attention_mask)
+    assert torch.allclose(output.loss, mlm + 50.0 * bce, atol=1e-4)
+    assert torch.allclose(output.discriminator_loss, bce, atol=1e-5)
+
+
+def test_generator_is_a_narrow_bert_sharing_the_discriminators_embeddings():
+    config = small_config(hidden_size=32, num_heads=4, intermediate_size=64)
+    model = ElectraForPretraining(config)
+    small = generator_config(config)
+    assert (small.hidden_size, small.num_heads, small.intermediate_size, small.num_layers) == (8, 1, 16, 2)
+    assert isinstance(model.generator, BertForMaskedLM)
+    assert model.generator.embeddings.shared is model.discriminator.embeddings
+    assert model.generator.head.decoder.weight is model.discriminator.embeddings.token.weight
+
+
+# --------------------------------------------------------------------------- causal LM
+
+
+def test_causal_mask_matches_a_loop_and_never_leaves_a_row_empty():
+    _, attention_mask = padded_batch()
+    mask = causal_attention_mask(attention_mask)
+    assert mask.shape == (3, 8, 8) and mask.dtype == torch.bool
+    for b in range(3):
+        for i in range(8):
+            for j in range(8):
+                if attention_mask[b, i]:
+                    assert mask[b, i, j] == bool(j <= i and attention_mask[b, j]), (b, i, j)
+                else:
+                    assert mask[b, i, j] == (i == j), (b, i, j)
+
+
+def test_changing_a_later_token_leaves_earlier_logits_exactly_unchanged():
+    model = perturbed(CausalLM(small_config()))
+    input_ids, attention_mask = padded_batch()
+    with torch.no_grad():
+        before = model(input_ids, attention_mask)
+        for position in range(1, 6):
+            changed = input_ids.clone()
+            changed[:2, position] = (changed[:2, position] + 7) % V
+            after = model(changed, attention_mask)
+            assert torch.equal(after[:2, :position], before[:2, :position]), f"position {position} leaked backwards"
+            assert not torch.allclose(after[:2, position], before[:2, position]), "the changed token must count"
+
+
+def test_next_token_loss_matches_a_loop_over_positions():
+    input_ids, attention_mask = padded_batch()
+    logits = torch.randn(3, 8, V, generator=torch.Generator().manual_seed(4))
+    terms = [
+        -logits[b, t].log_softmax(-1)[input_ids[b, t + 1]]
+        for b in range(3)
+        for t in range(7)
+        if attention_mask[b, t + 1]
+    ]
+    assert torch.allclose(next_token_loss(logits, input_ids, attention_mask), torch.stack(terms).mean(), atol=1e-6)
+    model = perturbed(CausalLM(small_config()))
+    with torch.no_grad():
+        full = next_token_loss(model(input_ids, attention_mask), input_ids, attention_mask)
+        assert torch.allclose(model.next_token_loss(input_ids, attention_mask), full, atol=1e-6)
+
+
+def test_sequence_log_likelihood_sums_next_token_log_probabilities_over_real_tokens():
+    model = perturbed(CausalLM(small_config()))
+    input_ids, attention_mask = padded_batch()
+    scores = sequence_log_likelihood(model, input_ids, attention_mask)
+    with torch.no_grad():
+        log_probs = model(input_ids, attention_mask).log_softmax(-1)
+    for b in range(3):
+        expected = sum(log_probs[b, t - 1, input_ids[b, t]] for t in range(1, 8) if attention_mask[b, t])
+        assert torch.allclose(scores[b], expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- ALBERT
+
+
+def albert_config(**overrides) -> AlbertConfig:
+    return AlbertConfig(**(SMALL | dict(dropout=0.0, num_layers=3, embedding_size=6) | overrides))
+
+
+def test_one_parameter_tensor_serves_all_layers():
+    model = AlbertForMaskedLM(albert_config())
+    blocks = model.encoder.blocks
+    assert len(blocks) == 3
+    for name, parameter in blocks[0].named_parameters():
+        for block in blocks[1:]:
+            assert dict(block.named_parameters())[name].data_ptr() == parameter.data_ptr(), name
+    one_block = sum(p.numel() for p in TransformerBlock(16, 2, mlp_dim=24).parameters())
+    assert sum(p.numel() for p in model.encoder.parameters()) == one_block
+
+
+def test_shared_encoder_applies_the_same_block_depth_times():
+    torch.manual_seed(0)
+    encoder = SharedLayerEncoder(16, 4, 2, mlp_dim=24, norm_first=False).eval()
+    x = torch.randn(2, 5, 16)
+    expected = x
+    for _ in range(4):
+        expected = encoder.blocks[0](expected)
+    assert torch.allclose(encoder(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(embedding_size=16, num_layers=1, type_vocab_size=1)])
+def test_parameter_counts_match_the_formulas(overrides):
+    config = albert_config(**overrides)
+    assert albert_parameter_count(config) == sum(p.numel() for p in AlbertForMaskedLM(config).parameters())
+    bert = small_config(num_layers=config.num_layers, type_vocab_size=config.type_vocab_size)
+    assert bert_parameter_count(bert) == sum(p.numel() for p in BertForMaskedLM(bert).parameters())
+    embedding = FactorizedEmbedding(V, 6, 16)
+    assert (
+        factorized_embedding_parameters(V, 6, 16)
+        == sum(p.numel() for p in embedding.parameters())
+        == V * 6 + 6 * 16 + 16
+    )
+
+
+def test_factorized_embedding_is_a_lookup_then_a_projection():
+    embedding = FactorizedEmbedding(V, 6, 16)
+    ids, _ = padded_batch()
+    expected = embedding.token.weight[ids] @ embedding.projection.weight.T + embedding.projection.bias
+    assert torch.allclose(embedding(ids), expected, atol=1e-6)
+
+
+def test_albert_base_sizes_give_the_papers_parameter_counts():
+    # ALBERT paper, Table 1: BERT-base 108M, ALBERT-base 12M (V = 30,000, H = 768, E = 128, 12 layers).
+    base = dict(
+        vocab_size=30_000,
+        hidden_size=768,
+        num_layers=12,
+        num_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=512,
+    )
+    assert 107e6 < bert_parameter_count(BertConfig(**base)) < 111e6
+    assert 11e6 < albert_parameter_count(AlbertConfig(**base, embedding_size=128)) < 13e6
+
+
+def test_albert_fast_mlm_loss_equals_the_loss_of_its_full_logits():
+    model = perturbed(AlbertForMaskedLM(albert_config()))
+    input_ids, attention_mask = padded_batch()
+    masked_ids, labels = mask_tokens(
+        input_ids,
+        mask_token_id=4,
+        vocab_size=V,
+        special_token_ids=SPECIALS,
+        mlm_probability=0.5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    selected = labels != IGNORE_INDEX
+    with torch.no_grad():
+        full = F.cross_entropy(model(masked_ids, attention_mask)[selected], labels[selected])
+        assert torch.allclose(model.mlm_loss(masked_ids, labels, attention_mask), full, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- permutation LM
+
+
+def test_sampled_orders_are_permutations_with_padding_last():
+    _, attention_mask = padded_batch()
+    order = sample_factorization_order(attention_mask, torch.Generator().manual_seed(0))
+    assert torch.equal(order.sort(1).values, torch.arange(8).expand(3, 8))
+    counts = attention_mask.sum(1)
+    for b in range(3):
+        assert set(order[b, : counts[b]].tolist()) == set(range(int(counts[b])))
+        assert order[b, counts[b] :].tolist() == list(range(int(counts[b]), 8))
+
+
+def test_every_real_position_leads_the_order_equally_often():
+    # 6 real positions, 12,000 orders: each position comes first ~Binomial(12000, 1/6) times;
+    # an exact interval at 1 - 1e-7 per position keeps the false-failure rate below 6e-7.
+    draws = 12_000
+    attention_mask = torch.ones(draws, 8, dtype=torch.long)
+    attention_mask[:, 6:] = 0
+    first = sample_factorization_order(attention_mask, torch.Generator().manual_seed(1))[:, 0]
+    counts = torch.bincount(first, minlength=8)
+    low, high = binom.interval(1 - 1e-7, draws, 1 / 6)
+    assert all(low <= c <= high for c in counts[:6].tolist()), counts
+    assert counts[6:].sum() == 0
+
+
+def test_permutation_masks_match_a_loop_over_the_order():
+    input_ids, attention_mask = padded_batch()
+    order = sample_factorization_order(attention_mask, torch.Generator().manual_seed(2))
+    content, query, targets = permutation_attention_masks(order, 2, attention_mask)
+    rank = {(b, int(order[b, t])): t for b in range(3) for t in range(8)}
+    for b in range(3):
+        n = int(attention_mask[b].sum())
+        for i in range(8):
+            assert targets[b, i] == (i < 8 and attention_mask[b, i] == 1 and rank[b, i] >= max(n - 2, 1))
+            for j in range(8):
+                assert content[b, i, j] == (rank[b, j] <= rank[b, i]), (b, i, j)
+                expected_query = rank[b, j] < rank[b, i] or (rank[b, i] == 0 and i == j)
+                assert query[b, i, j] == expected_query, (b, i, j)
+            if targets[b, i]:  # a target sees neither itself nor any token at or after it in the order
+                assert not any(query[b, i, j] for j in range(8) if rank[b, j] >= rank[b, i])
+                assert all(attention_mask[b, j] for j in range(8) if query[b, i, j])
+    assert targets.sum(1).tolist() == [2, 2, 2]
+
+
+def test_two_stream_block_with_equal_streams_is_the_block():
+    torch.manual_seed(0)
+    _, attention_mask = padded_batch()
+    mask = causal_attention_mask(attention_mask)
+    x = torch.randn(3, 8, 16)
+    for norm_first in (False, True):
+        block = perturbed(TransformerBlock(16, 2, mlp_dim=24, norm_first=norm_first))
+        with torch.no_grad():
+            h, g = two_stream_block(block, x, x, mask, mask)
+            expected = block(x, mask)
+            assert torch.allclose(h, expected, atol=1e-5) and torch.allclose(g, expected, atol=1e-5)
+            _, g_only = two_stream_block(block, x, x, None, mask)
+            assert torch.allclose(g_only, expected, atol=1e-5)
+
+
+def reference_permutation_loss(model: PermutationLM, input_ids, attention_mask, order, num_predict) -> torch.Tensor:
+    """Two-stream attention written out one query at a time, with explicit softmax over the allowed keys."""
+    embeddings, blocks = model.embeddings, model.encoder.blocks
+
+    def update(block, state, allowed_keys, keys_from):
+        attention, width = block.attention, state.shape[0]
+        heads, size = attention.num_heads, width // attention.num_heads
+        w, bias = attention.qkv.weight, attention.qkv.bias
+        q = (w[:width] @ state + bias[:width]).view(heads, size)
+        k = (keys_from[allowed_keys] @ w[width : 2 * width].T + bias[width : 2 * width]).view(-1, heads, size)
+        v = (keys_from[allowed_keys] @ w[2 * width :].T + bias[2 * width :]).view(-1, heads, size)
+        weights = torch.softmax(torch.einsum("hd,khd->hk", q, k) / math.sqrt(size), dim=-1)
+        attended = attention.proj(torch.einsum("hk,khd->hd", weights, v).reshape(width))
+        out = block.norm1(state + attended)
+        return block.norm2(out + block.ffn(out))
+
+    losses = []
+    for b in range(input_ids.shape[0]):
+        n = int(attention_mask[b].sum())
+        rank = {int(order[b, t]): t for t in range(input_ids.shape[1])}
+        real = [int(order[b, t]) for t in range(n)]
+        h = embeddings(input_ids[b : b + 1])[0]  # [L, D]
+        targets = [p for p in real if rank[p] >= max(n - num_predict, 1)]
+        g = {p: model.query_embedding(torch.tensor([[p]]), torch.zeros(1, 1, dtype=torch.long))[0, 0] for p in targets}
+        for block in blocks:
+            new_g = {p: update(block, g[p], [j for j in real if rank[j] < rank[p]], h) for p in targets}
+            h = torch.stack(
+                [
+                    (
+                        update(block, h[i], [j for j in real if rank[j] <= rank[i]], h)
+                        if i in rank and rank[i] < n
+                        else h[i]
+                    )
+                    for i in range(len(h))
+                ]
+            )
+            g = new_g
+        for p in targets:
+            losses.append(F.cross_entropy(model.head(g[p])[None], input_ids[b, p : p + 1]))
+    return torch.stack(losses).mean()
+
+
+def test_permutation_loss_matches_a_loop_over_targets():
+    model = perturbed(PermutationLM(small_config()))
+    input_ids, attention_mask = padded_batch()
+    order = sample_factorization_order(attention_mask, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        loss = model.permutation_loss(input_ids, attention_mask, order, 3)
+        assert torch.allclose(loss, reference_permutation_loss(model, input_ids, attention_mask, order, 3), atol=1e-5)
+
+
+def test_changing_a_target_token_leaves_its_own_prediction_unchanged():
+    model = perturbed(PermutationLM(small_config()))
+    input_ids, attention_mask = padded_batch()
+    order = sample_factorization_order(attention_mask, torch.Generator().manual_seed(4))
+    ranks = order_ranks(order)
+    with torch.no_grad():
+        before, targets = model(input_ids, attention_mask, order, 2)
+        rows = targets.nonzero().tolist()
+        for index, (b, position) in enumerate(rows):
+            changed = input_ids.clone()
+            changed[b, position] = (changed[b, position] + 5) % V
+            after, _ = model(changed, attention_mask, order, 2)
+            assert torch.equal(after[index], before[index]), f"target {(b, position)} saw its own token"
+            earlier = int(order[b, 0])  # the first token of the order: every target sees it
+            changed = input_ids.clone()
+            changed[b, earlier] = (changed[b, earlier] + 5) % V
+            assert not torch.allclose(model(changed, attention_mask, order, 2)[0][index], before[index])
+        assert all(ranks[b, p] >= 1 for b, p in rows)
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def measured_training_flops(step) -> int:
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), counter:  # the counter has no formula for the fused CPU kernel
+        step().backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_analytic_training_flops_match_a_measured_step(objective):
+    # torch.utils.flop_counter counts the matrix products of one forward + backward step; the
+    # analytic count must agree within 0.1% (it counts exactly these products).
+    torch.manual_seed(0)
+    config = small_config(num_layers=3, hidden_size=32, num_heads=4, intermediate_size=48)
+    input_ids, attention_mask = padded_batch()
+    masked_ids, labels = mask_tokens(
+        input_ids,
+        mask_token_id=4,
+        vocab_size=V,
+        special_token_ids=SPECIALS,
+        mlm_probability=0.5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    masked_per_sequence = (labels != IGNORE_INDEX).sum().item() / 3
+    batch, length = input_ids.shape
+    if objective == "mlm":
+        model, predicted = BertForMaskedLM(config), masked_per_sequence
+        step = lambda: model.mlm_loss(masked_ids, labels, attention_mask)  # noqa: E731
+    elif objective == "albert":
+        config = AlbertConfig(
+            **(SMALL | dict(num_layers=3, hidden_size=32, num_heads=4, intermediate_size=48, embedding_size=8))
+        )
+        model, predicted = AlbertForMaskedLM(config), masked_per_sequence
+        step = lambda: model.mlm_loss(masked_ids, labels, attention_mask)  # noqa: E731
+    elif objective == "electra":
+        model, predicted = ElectraForPretraining(config), masked_per_sequence
+        step = lambda: model(input_ids, masked_ids, labels, attention_mask).loss  # noqa: E731
+    elif objective == "causal":
+        model, predicted = CausalLM(config), (attention_mask[:, 1:].sum() / 3).item()
+        step = lambda: model.next_token_loss(input_ids, attention_mask)  # noqa: E731
+    else:
+        model, predicted = PermutationLM(config), 2
+        order = sample_factorization_order(attention_mask)
+        step = lambda: model.permutation_loss(input_ids, attention_mask, order, 2)  # noqa: E731
+    analytic = training_flops_per_step(objective, config, batch, length, predicted)
+    assert analytic == pytest.approx(measured_training_flops(step), rel=1e-3)
+
+
+def test_shared_layers_the_generator_and_the_query_stream_all_cost_flops():
+    B, L, D, F, V = 8, 12, 64, 256, 500
+    sizes = dict(hidden_size=D, num_heads=4, intermediate_size=F, vocab_size=V)
+    full_layer = 3 * B * L * (8 * D * D + 4 * D * F + 4 * L * D)  # forward + backward of one layer
+    two, four = (AlbertConfig(**(SMALL | sizes | dict(embedding_size=16, num_layers=n))) for n in (2, 4))
+    extra = training_flops_per_step("albert", four, B, L, 1.5) - training_flops_per_step("albert", two, B, L, 1.5)
+    assert extra == pytest.approx(2 * full_layer), "two more passes through the shared block cost two layers"
+    config = small_config(**sizes)
+    quarter = training_flops_per_step("electra", config, B, L, 1.5, generator_width_fraction=0.25)
+    assert training_flops_per_step("electra", config, B, L, 1.5, generator_width_fraction=0.5) > quarter
+    one_more_target = 3 * B * (2 * (4 * D * D + 4 * L * D + 4 * D * F) + 2 * D * D + 2 * D * V)
+    more = training_flops_per_step("permutation", config, B, L, 2) - training_flops_per_step(
+        "permutation", config, B, L, 1
+    )
+    assert more == pytest.approx(one_more_target), "each target adds a query-stream row in both layers and the head"
+
+
+# --------------------------------------------------------------------------- the downstream task and the driver
+
+
+def phrasings(text: str, templates) -> set[int]:
+    """Indices of the ``templates`` that can produce ``text``."""
+    found = set()
+    for index, template in enumerate(templates):
+        pattern = re.escape(template)
+        for slot in ("{city}", "{country}", "{language}"):
+            pattern = pattern.replace(re.escape(slot), r"\w+")
+        if re.fullmatch(pattern, text):
+            found.add(index)
+    return found
+
+
+def test_fact_check_test_phrasings_never_appear_in_fine_tuning():
+    task = fact_check_task(seed=0)
+    held_out_capital = set(FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES)
+    held_out_language = set(FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES)
+    for text, _ in task.train:
+        assert not phrasings(text, CAPITAL_TEMPLATES) & held_out_capital, text
+        assert not phrasings(text, LANGUAGE_TEMPLATES) & held_out_language, text
+    for text, _ in task.test:
+        used = phrasings(text, CAPITAL_TEMPLATES) | {100 + i for i in phrasings(text, LANGUAGE_TEMPLATES)}
+        assert used and used <= held_out_capital | {100 + i for i in held_out_language}, text
+    for split in (task.train, task.test):
+        assert 2 * sum(label for _, label in split) == len(split)
+    facts = {(country, city) for country, city, _ in COUNTRIES}
+    for text, label in task.test + task.train:
+        words = set(text.split())
+        if "capital" in words or "governed" in words or "government" in words:
+            assert label == any({country, city} <= words for country, city in facts), text
+
+
+@pytest.fixture(scope="module")
+def probe_setup():
+    corpus = make_corpus(1_000, seed=0)
+    tokenizer = train_tokenizer(corpus.train)
+    config = BertConfig(**(SMALL | dict(vocab_size=tokenizer.get_vocab_size(), max_position_embeddings=32)))
+    _, candidate_ids = capital_candidates(tokenizer)
+    return tokenizer, config, probe_batch(tokenizer, corpus.probes[:3]), candidate_ids[:5]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_probe_scores_match_a_loop_over_candidates(objective, probe_setup):
+    tokenizer, config, batch, candidate_ids = probe_setup
+    if objective == "albert":
+        config = AlbertConfig(**(config.__dict__ | dict(embedding_size=8)))
+    model = perturbed(build_model(objective, comparison_config("ci"), config))
+    scores = candidate_scores(objective, model, batch, candidate_ids)
+    assert scores.shape == (3, 5)
+    with torch.no_grad():
+        for b in range(3):
+            ids, mask = batch["input_ids"][b : b + 1], batch["attention_mask"][b : b + 1]
+            blank = int(batch["blank"][b].nonzero())
+            for c, candidate in enumerate(candidate_ids.tolist()):
+                filled = ids.clone()
+                filled[0, blank] = candidate
+                if objective in ("mlm", "albert"):
+                    expected = model(ids, mask)[0, blank, candidate]
+                elif objective == "electra":
+                    expected = -model.discriminator(filled, mask)[0, blank]
+                elif objective == "causal":
+                    expected = sequence_log_likelihood(model, filled, mask)[0]
+                else:  # the blank is predicted last, from every other real token; its own token is never seen
+                    real = [p for p in range(ids.shape[1]) if mask[0, p] and p != blank]
+                    order = torch.tensor([real + [blank] + list(range(len(real) + 1, ids.shape[1]))])
+                    logits, targets = model(filled, mask, order, 1)
+                    assert targets[0].nonzero().flatten().tolist() == [blank]
+                    expected = logits[0, candidate]
+                assert torch.allclose(scores[b, c], expected, atol=1e-4), (b, c)
+
+
+def test_driver_returns_one_row_per_objective_with_the_expected_columns():
+    config = comparison_config("ci", num_sentences=600, label_budgets=(8,), finetune_steps=4, budget_mlm_steps=4)
+    comparison = compare_objectives(config, device=torch.device("cpu"))
+    table = comparison.table
+    assert table["objective"].tolist() == list(OBJECTIVES)
+    metrics = ["probe_accuracy", fact_check_metric(8), "pretraining_seconds"]
+    expected = [
+        "objective",
+        "parameters",
+        "steps",
+        "flops_per_step",
+        *[f"{m}_{s}" for m in metrics for s in ("mean", "sd")],
+    ]
+    assert table.columns.tolist() == expected
+    spent = table["steps"] * table["flops_per_step"]
+    budget = comparison.budget_flops
+    assert ((spent <= budget * (1 + 1e-6)) & (spent + table["flops_per_step"] > budget)).all()
+    assert table.loc[table["objective"] == "mlm", "steps"].item() == config.budget_mlm_steps
+    assert table["probe_accuracy_mean"].between(0, 1).all()
+    assert set(comparison.curves["objective"]) == set(OBJECTIVES)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "argument, call",
+    [
+        ("generator_logits", lambda: sample_replacements(torch.zeros(3))),
+        (
+            "corrupted_ids",
+            lambda: replaced_token_labels(
+                torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 3)
+            ),
+        ),
+        (
+            "attention_mask",
+            lambda: replaced_token_labels(
+                torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), torch.ones(3)
+            ),
+        ),
+        (
+            "discriminator_logits",
+            lambda: electra_loss(torch.tensor(1.0), torch.zeros(4), torch.zeros(4), torch.ones(4)),
+        ),
+        (
+            "generator_mlm_loss",
+            lambda: electra_loss(torch.zeros(2), torch.zeros(1, 4), torch.zeros(1, 4), torch.ones(1, 4)),
+        ),
+        ("width_fraction", lambda: generator_config(small_config(), 1.5)),
+        ("attention_mask", lambda: causal_attention_mask(torch.ones(2, 3, 3))),
+        ("logits", lambda: next_token_loss(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3))),
+        (
+            "input_ids",
+            lambda: next_token_loss(torch.zeros(2, 3, V), torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 3)),
+        ),
+        ("embedding_size", lambda: FactorizedEmbedding(V, 0, 16)),
+        ("embedding_size", lambda: albert_config(embedding_size=-1)),
+        ("config", lambda: albert_parameter_count(small_config())),
+        ("depth", lambda: SharedLayerEncoder(16, 0, 2)),
+        ("num_predict", lambda: permutation_attention_masks(torch.arange(4).expand(2, 4), 0, torch.ones(2, 4))),
+        ("order", lambda: permutation_attention_masks(torch.zeros(2, 4, dtype=torch.long), 1, torch.ones(2, 4))),
+        (
+            "order",
+            lambda: permutation_attention_masks(
+                torch.arange(4).expand(2, 4), 1, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+            ),
+        ),
+        ("attention_mask", lambda: sample_factorization_order(torch.ones(4))),
+        ("objective", lambda: training_flops_per_step("bert", small_config(), 2, 4, 1.0)),
+        ("predictions_per_sequence", lambda: training_flops_per_step("mlm", small_config(), 2, 4, 5.0)),
+        ("batch_size", lambda: training_flops_per_step("causal", small_config(), 0, 4, 1.0)),
+        ("objectives", lambda: comparison_config("ci", objectives=("mlm", "gpt"))),
+    ],
+)
+def test_bad_input_raises_a_value_error_naming_the_argument(argument, call):
+    with pytest.raises(ValueError, match=argument):
+        call()
