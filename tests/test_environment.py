@@ -1,6 +1,9 @@
 """The three install routes agree: pyproject ranges, environment.yml, and the exact pins in constraints.txt."""
 
+import ast
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import yaml
@@ -52,3 +55,28 @@ def test_reference_machine_pins_are_the_tested_torch_builds():
     pinned = pins()
     assert pinned["torch"] == Version("2.14.1")
     assert pinned["torchvision"] == Version("0.29.1")
+
+
+def third_party_imports(package: Path) -> set[str]:
+    """Top-level names of the modules that ``package``'s source imports, standard library and itself excluded."""
+    names = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {package.name, "__future__"}
+
+
+def test_every_package_that_course_utils_imports_is_declared():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    optional = {canonicalize_name(Requirement(line).name) for lines in extras.values() for line in lines}
+    declared = set(pyproject_requirements()) | optional
+    distributions = packages_distributions()
+    undeclared = {
+        module: distributions.get(module, ["?"])
+        for module in third_party_imports(REPO / "course_utils")
+        if not declared & {canonicalize_name(name) for name in distributions.get(module, [module])}
+    }
+    assert not undeclared, f"imported by course_utils but not in pyproject.toml's dependencies: {undeclared}"
