@@ -1,16 +1,18 @@
 """Text for Lab 2: a corpus with planted facts, a WordPiece tokenizer, and MLM evaluation.
 
-    corpus = make_corpus(20_000, seed=0)              # .train, .heldout, .probes
+    corpus = make_corpus(20_000, seed=0)              # .train, .heldout, .probes, .seen_probes
     tokenizer = train_tokenizer(corpus.train)         # [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4
     batch = encode_batch(tokenizer, corpus.heldout[:8])  # {"input_ids", "attention_mask"}: [B, L]
     fact_probe_accuracy(model, tokenizer, corpus.probes)  # LAMA-style top-1 on unseen phrasings
+    fill_mask(model, tokenizer, "the [MASK] of japan is [MASK] .")  # top-k for each [MASK], in order
 
 **The corpus.** ``make_corpus`` writes English sentences from templates, deterministically:
 
 * *facts* -- every country's capital and language, each in several phrasings. Two
   capital phrasings of every country never appear in training; they become the
   ``probes`` (capital masked), so a correct answer means the model *stored* the fact and
-  reads it back through a sentence it never saw, not that it recalls a string;
+  reads it back through a sentence it never saw, not that it recalls a string. The
+  ``seen_probes`` mask the capital in phrasings that do occur in training: recall of a string;
 * *clinical notes* in the seeds' style ("the patient presented with severe chest pain"),
   where each drug treats one condition and each symptom points to one department;
 * *agreement*: "the dogs near the house are barking" -- the verb agrees with the subject,
@@ -146,11 +148,15 @@ class FactProbe:
 
 @dataclass
 class Corpus:
-    """``train`` and ``heldout`` sentences (disjoint) and the held-out fact ``probes``."""
+    """``train`` and ``heldout`` sentences (disjoint), the held-out fact ``probes`` and the ``seen_probes``.
+
+    ``seen_probes`` mask the capital in phrasings that occur verbatim in ``train``.
+    """
 
     train: list[str]
     heldout: list[str]
     probes: list[FactProbe] = field(default_factory=list)
+    seen_probes: list[FactProbe] = field(default_factory=list)
 
 
 def held_out_templates(fact_index: int) -> set[int]:
@@ -204,6 +210,17 @@ def fact_probes() -> list[FactProbe]:
     ]
 
 
+def seen_fact_probes(train: list[str]) -> list[FactProbe]:
+    """Every capital phrasing that occurs verbatim in ``train``, with the capital replaced by ``[MASK]``."""
+    sentences = set(train)
+    return [
+        FactProbe(template.format(country=country, city="[MASK]"), city, country)
+        for country, city, _ in COUNTRIES
+        for template in CAPITAL_TEMPLATES
+        if template.format(country=country, city=city) in sentences
+    ]
+
+
 def make_corpus(num_sentences: int, seed: int = 0, heldout_fraction: float = 0.1) -> Corpus:
     """``num_sentences`` training sentences (a mix of facts, clinical notes and agreement) and held-out text.
 
@@ -226,7 +243,9 @@ def make_corpus(num_sentences: int, seed: int = 0, heldout_fraction: float = 0.1
         sentence = _sentence(rng, seen_only=False)
         if sentence not in seen:
             heldout.append(sentence)
-    return Corpus(train=train, heldout=heldout + unseen_phrasings, probes=fact_probes())
+    return Corpus(
+        train=train, heldout=heldout + unseen_phrasings, probes=fact_probes(), seen_probes=seen_fact_probes(train)
+    )
 
 
 def load_text_file(path: str | Path, min_chars: int = 1) -> list[str]:
@@ -414,37 +433,56 @@ def masked_lm_metrics(
     return {"accuracy": correct / count, "perplexity": math.exp(loss), "loss": loss, "positions": count}
 
 
-@torch.no_grad()
-def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[tuple[str, float]]:
-    """The ``top_k`` tokens, with probabilities, for the single ``[MASK]`` in ``text``."""
-    if text.count("[MASK]") != 1:
-        raise ValueError(f"text must contain exactly one [MASK], got {text!r}")
+def fill_mask(model, tokenizer: Tokenizer, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """The ``top_k`` ``(token, probability)`` pairs for each ``[MASK]`` in ``text``, masks in order.
+
+        [top] = fill_mask(model, tokenizer, "Paris is the [MASK] of France.")
+        first, second = fill_mask(model, tokenizer, "the [MASK] near the house [MASK] sleeping .")
+
+    One forward pass predicts every ``[MASK]`` independently: each given the text with all the
+    other masks still masked. Each list is a marginal; the probability of filling two masks
+    together is not the product of the two (the model never sees one filled in while it predicts
+    the other).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a string with at least one [MASK], got {type(text).__name__}")
     return fill_masks(model, tokenizer, [text], top_k)[0]
 
 
 @torch.no_grad()
-def fill_masks(model, tokenizer: Tokenizer, texts: list[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
-    """``fill_mask`` for many texts in one batch (each with one ``[MASK]``)."""
+def fill_masks(model, tokenizer: Tokenizer, texts: list[str], top_k: int = 5) -> list[list[list[tuple[str, float]]]]:
+    """``fill_mask`` for many texts in one batch: one list per text, holding one top-``k`` list per ``[MASK]``."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings, each with at least one [MASK]")
+    vocab_size = tokenizer.get_vocab_size()
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top_k must be an int in [1, vocab_size={vocab_size}], got {top_k!r}")
+    batch = encode_batch(tokenizer, texts)
+    is_mask = batch["input_ids"] == tokenizer.token_to_id("[MASK]")  # [B, L]
+    masks_per_text = is_mask.sum(1).tolist()
+    unmasked = [text for text, count in zip(texts, masks_per_text) if count == 0]
+    if unmasked:
+        raise ValueError(f"every text must contain at least one [MASK] token; without one: {unmasked!r}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    batch = encode_batch(tokenizer, texts)
-    mask_positions = batch["input_ids"] == tokenizer.token_to_id("[MASK]")  # [B, L]
-    if not torch.equal(mask_positions.sum(1), torch.ones(len(texts), dtype=torch.long)):
-        raise ValueError("every text must contain exactly one [MASK]")
-    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float()  # [B, L, V]
-    probabilities = logits[mask_positions.to(device)].softmax(-1)  # [B, V]
-    top = probabilities.topk(top_k, dim=-1)
+    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))  # [B, L, V]
     model.train(was_training)
-    return [
-        [(tokenizer.id_to_token(i), p) for i, p in zip(row_ids.tolist(), row_probs.tolist())]
-        for row_ids, row_probs in zip(top.indices, top.values)
+    # Boolean indexing keeps row-major order: text by text, and left to right within a text.
+    top = logits[is_mask.to(device)].float().softmax(-1).topk(top_k, dim=-1)  # [M, k], M masks in all
+    ranked = [
+        [(tokenizer.id_to_token(i), p) for i, p in zip(ids, probabilities)]
+        for ids, probabilities in zip(top.indices.tolist(), top.values.tolist())
     ]
+    ends = torch.tensor(masks_per_text).cumsum(0).tolist()
+    return [ranked[end - count : end] for count, end in zip(masks_per_text, ends)]
 
 
 def fact_probe_accuracy(model, tokenizer: Tokenizer, probes: list[FactProbe]) -> float:
-    """LAMA-style probe: the fraction of ``probes`` whose top-1 prediction is the right answer."""
+    """LAMA-style probe: the fraction of ``probes`` (one ``[MASK]`` each) whose top-1 prediction is the answer."""
     if not probes:
         raise ValueError("probes must be a non-empty list of FactProbe")
     predictions = fill_masks(model, tokenizer, [probe.text for probe in probes], top_k=1)
-    return sum(prediction[0][0] == probe.answer for prediction, probe in zip(predictions, probes)) / len(probes)
+    if any(len(masks) != 1 for masks in predictions):
+        raise ValueError("every probe text must contain exactly one [MASK]")
+    return sum(masks[0][0][0] == probe.answer for masks, probe in zip(predictions, probes)) / len(probes)

@@ -170,7 +170,7 @@ def test_encoder_flops_fall_with_the_mask_ratio_and_sweep_reports_each_ratio():
     sweep = mask_ratio_sweep(model, torch.rand(6, 3, 8, 8), [0.0, 0.5, 0.75])
     assert sweep["mask_ratio"] == [0.0, 0.5, 0.75]
     assert sweep["loss"][0] == 0.0 and sweep["loss"][1] > 0
-    flops = sweep["encoder_gflops"]
+    flops = sweep["encoder_mflops"]
     assert flops[0] > flops[1] > flops[2] > 0
     # 17 -> 9 tokens: the linear layers' cost halves (nearly), attention's falls faster.
     assert 1.7 < flops[0] / flops[1] < 2.2
@@ -311,3 +311,97 @@ def test_decoder_unshuffles_even_when_every_patch_is_kept():
         expected = model.decoder_input(in_order, torch.arange(16).expand(2, 16))
     assert mask.sum() == 0
     assert torch.allclose(shuffled_back, expected, atol=1e-5)
+
+
+def _linear_layers(model):
+    return {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+
+
+def test_linear_weights_are_xavier_uniform_as_in_the_official_code():
+    """Xavier-uniform weights lie in +-sqrt(6 / (fan_in + fan_out)) with variance 2 / (fan_in + fan_out).
+
+    The sample variance of n such weights has relative standard deviation sqrt(4/5 / n) (a uniform's
+    fourth moment); the bound below is 6 of those, a false failure about 2e-9 per layer. The
+    truncated normal with std 0.02 that BERT uses has a variance 10x to 40x too small here.
+    """
+    model = small_model(dim=64, decoder_dim=32, image_size=16, patch_size=4)
+    layers = _linear_layers(model)
+    assert "patch_embed" in layers and "encoder.blocks.0.attention.qkv" in layers and "decoder_pred" in layers
+    for name, layer in layers.items():
+        fan_out, fan_in = layer.weight.shape
+        weights = layer.weight.detach().double().flatten()
+        variance = 2 / (fan_in + fan_out)
+        assert weights.abs().max() <= (3 * variance) ** 0.5, name
+        tolerance = 6 * (0.8 / weights.numel()) ** 0.5
+        assert abs(weights.pow(2).mean().item() / variance - 1) < tolerance, name
+
+
+def test_linear_biases_are_zero_and_layer_norms_are_identity():
+    model = small_model(mask_tokens_in_encoder=True)
+    for name, layer in _linear_layers(model).items():
+        if name == "patch_embed":
+            # The official patch embedding is a Conv2d that _init_weights never touches: PyTorch's default bias.
+            bound = 1 / model.config.patch_dim**0.5
+            assert layer.bias.abs().max() <= bound and layer.bias.abs().max() > 0
+        else:
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias)), name
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * SMALL["depth"] + 1 + 2 * SMALL["decoder_depth"] + 1
+    for norm in norms:
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
+
+
+def test_cls_and_mask_tokens_are_normal_with_std_002():
+    """Over 3 x 512 token entries, sum(x^2) / 0.02^2 is chi-square with 1536 degrees of freedom:
+    the bounds hold with probability 1 - 2e-9."""
+    from scipy.stats import chi2
+
+    model = small_model(dim=512, num_heads=4, decoder_dim=512, decoder_num_heads=4, mask_tokens_in_encoder=True)
+    tokens = torch.cat([model.cls_token.flatten(), model.mask_token.flatten(), model.encoder_mask_token.flatten()])
+    statistic = (tokens.double() / 0.02).pow(2).sum().item()
+    assert chi2.ppf(1e-9, tokens.numel()) < statistic < chi2.isf(1e-9, tokens.numel())
+
+
+def test_explorer_is_returned_for_the_notebook_to_display_not_displayed_itself(monkeypatch):
+    """The notebook shows the returned widget once; a display() of it inside would show it a second time."""
+    import IPython.display
+    import ipywidgets
+
+    from course_utils.viz.mae import mae_explorer
+
+    displayed = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects, **kwargs: displayed.extend(objects))
+    explorer = mae_explorer(small_model(), torch.rand(3, 3, 8, 8))
+    assert isinstance(explorer, ipywidgets.VBox)
+    assert all(not isinstance(shown, ipywidgets.Widget) for shown in displayed)
+
+
+def test_sweep_plot_shows_the_encoder_cost_in_mflops_from_zero():
+    import matplotlib.pyplot as plt
+
+    from course_utils.viz.mae import plot_mask_ratio_sweep
+
+    # A nearly flat loss (as after a smoke test) tempts matplotlib into an offset such as "+1.0001".
+    sweep = {"mask_ratio": [0.25, 0.5, 0.75], "loss": [1.00010, 1.00012, 1.00014], "encoder_mflops": [36.0, 24.0, 12.0]}
+    fig = plot_mask_ratio_sweep(sweep)
+    cost_ax = fig.axes[1]
+    assert "MFLOPs" in cost_ax.get_ylabel() and cost_ax.get_ylim()[0] == 0
+    assert list(cost_ax.lines[0].get_ydata()) == sweep["encoder_mflops"]
+    fig.canvas.draw()
+    assert all(ax.yaxis.get_offset_text().get_text() == "" for ax in fig.axes)  # ticks read as plain numbers
+    plt.close(fig)
+
+
+def test_probe_curve_plots_each_evaluation_and_rejects_missing_metrics():
+    import matplotlib.pyplot as plt
+
+    from course_utils.viz.mae import plot_probe_during_pretraining
+
+    evaluations = [{"step": 100, "probe accuracy": 0.8}, {"step": 200, "probe accuracy": 0.9}]
+    fig = plot_probe_during_pretraining(evaluations, {"raw pixels": 0.95})
+    assert list(fig.axes[0].lines[0].get_xdata()) == [100, 200]
+    assert list(fig.axes[0].lines[0].get_ydata()) == [0.8, 0.9]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="evaluations"):
+        plot_probe_during_pretraining([{"step": 100, "loss": 0.1}], {})

@@ -13,6 +13,9 @@ embeddings, so neither the encoder nor the identical mask tokens knew where a pa
 ``MAEConfig(mask_tokens_in_encoder=True)`` is the paper's "encoder w/ [M]" ablation (Table
 1c): masked patches become a learned mask token *in the encoder*, which then processes all
 ``L`` patches; ``benchmarks/bench_mae.py`` compares its cost with the real thing.
+
+The initialisation is the official code's (``initialize_weights`` and ``_init_weights`` in
+facebookresearch/mae's ``models_mae.py``); see ``init_mae_weights``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course_utils.models.transformer import TransformerEncoder, init_weights
+from course_utils.models.transformer import TransformerEncoder
 from course_utils.vision import patchify, random_masking, sincos_pos_embed_2d, unpatchify
 
 
@@ -66,6 +69,32 @@ class MAEConfig:
         return self.patch_size**2 * self.channels
 
 
+def init_mae_weights(model: MaskedAutoencoder) -> None:
+    """Initialise ``model`` in place as the official ``MaskedAutoencoderViT.initialize_weights`` does.
+
+    * every ``nn.Linear`` but the patch embedding: ``xavier_uniform_`` weight, zero bias;
+    * every ``nn.LayerNorm``: weight 1, bias 0;
+    * the patch embedding (the official code's ``Conv2d``, here the same map as a ``Linear``):
+      ``xavier_uniform_`` on its weight viewed as ``[out, in] = [D, p*p*C]``; its bias keeps
+      PyTorch's default, uniform in ``+-1/sqrt(p*p*C)``, because the official ``_init_weights``
+      touches only ``nn.Linear`` and ``nn.LayerNorm`` modules, never the convolution;
+    * the cls and mask tokens: normal with std 0.02;
+    * the position embeddings are fixed sin-cos buffers, set in ``MaskedAutoencoder.__init__``.
+    """
+    nn.init.xavier_uniform_(model.patch_embed.weight)
+    for name, parameter in model.named_parameters():
+        if name.endswith("token"):  # cls_token, mask_token (and encoder_mask_token in the ablation)
+            nn.init.normal_(parameter, std=0.02)
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module is not model.patch_embed:
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 def normalized_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``[..., p*p*C]`` -> each patch minus its mean, over its (unbiased) std: MAE's ``norm_pix_loss`` target."""
     mean = patches.mean(dim=-1, keepdim=True)
@@ -104,10 +133,7 @@ class MaskedAutoencoder(nn.Module):
         if config.mask_tokens_in_encoder:
             self.encoder_mask_token = nn.Parameter(torch.zeros(1, 1, config.dim))
 
-        self.apply(init_weights)
-        for name, parameter in self.named_parameters():
-            if name.endswith("token"):  # cls and mask tokens, as in MAE
-                nn.init.normal_(parameter, std=0.02)
+        init_mae_weights(self)
 
     def _positions(self, dim: int) -> torch.Tensor:
         grid = sincos_pos_embed_2d(dim, self.config.grid_size)  # [L, dim]
@@ -213,20 +239,20 @@ def encoder_flops(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: floa
 def mask_ratio_sweep(
     model: MaskedAutoencoder, imgs: torch.Tensor, ratios, batch_size: int = 256, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Held-out reconstruction loss and encoder forward GFLOPs per image at each mask ratio.
+    """Held-out reconstruction loss and encoder forward MFLOPs (millions of FLOPs) per image at each mask ratio.
 
-    Returns ``{"mask_ratio": [...], "loss": [...], "encoder_gflops": [...]}``; the loss is
+    Returns ``{"mask_ratio": [...], "loss": [...], "encoder_mflops": [...]}``; the loss is
     the model's own (masked-only, with its ``norm_pix_loss`` setting), averaged over ``imgs``.
     """
     model.eval()
     device = next(model.parameters()).device
-    sweep = {"mask_ratio": [], "loss": [], "encoder_gflops": []}
+    sweep = {"mask_ratio": [], "loss": [], "encoder_mflops": []}
     for ratio in ratios:
         generator = torch.Generator().manual_seed(seed)
         losses = [model(chunk.to(device), ratio, generator)[0].item() * len(chunk) for chunk in imgs.split(batch_size)]
         sweep["mask_ratio"].append(float(ratio))
         sweep["loss"].append(sum(losses) / len(imgs))
-        sweep["encoder_gflops"].append(encoder_flops(model, imgs[:1].to(device), ratio) / 1e9)
+        sweep["encoder_mflops"].append(encoder_flops(model, imgs[:1].to(device), ratio) / 1e6)
     return sweep
 
 

@@ -1,12 +1,14 @@
-"""Plots for Lab 2: fill-mask bar charts, attention heatmaps and the masking-strategy comparison."""
+"""Plots for Lab 2: fill-mask bar charts, the loss beside the fact probe, attention heatmaps and the
+fact probe of each masking strategy during training."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 import torch
 
 from course_utils.text import encode_batch
-from course_utils.viz import PALETTE
+from course_utils.viz import LINESTYLES, MARKERS, PALETTE, plot_loss
 
 
 def plot_fill_mask(predictions: list[tuple[str, float]], title: str = "", answer: str | None = None, ax=None):
@@ -29,6 +31,38 @@ def plot_fill_mask(predictions: list[tuple[str, float]], title: str = "", answer
     ax.set(xlim=(0, 1), xlabel="probability", title=title)
     for y, p in enumerate(probabilities):
         ax.text(min(p + 0.01, 0.9), y, f"{p:.2f}", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_and_probes(history, metrics: list[str] | None = None):
+    """The training loss (top, log scale) above the metrics that ``fit`` evaluated along the way (bottom), on one step axis.
+
+    ``history`` is ``fit``'s ``History``; ``metrics`` names keys of its ``evaluations`` (values in [0, 1],
+    such as probe accuracies), default all of them.
+    """
+    if not history.evaluations:
+        raise ValueError("history.evaluations is empty: train with fit(..., evaluate=...) and TrainConfig(eval_every=...)")
+    available = [key for key in history.evaluations[0] if key != "step"]
+    metrics = available if metrics is None else list(metrics)
+    unknown = sorted(set(metrics) - set(available))
+    if unknown or not metrics:
+        raise ValueError(f"metrics must name some of the evaluated metrics {available}, got {metrics}")
+    fig, (loss_ax, metric_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    plot_loss(history, ax=loss_ax)
+    loss_ax.set(xlabel="", ylabel="loss (log scale)", yscale="log")  # a second, smaller drop stays visible
+    loss_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # ticks at 0.2, 0.5, 1, 2, 5
+    loss_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # read as 0.2, not 2 x 10^-1
+    loss_ax.yaxis.set_minor_formatter(NullFormatter())
+    steps = [evaluation["step"] for evaluation in history.evaluations]
+    colours = (PALETTE["orange"], PALETTE["green"], PALETTE["vermillion"], PALETTE["purple"])
+    for i, name in enumerate(metrics):
+        values = [evaluation[name] for evaluation in history.evaluations]
+        style = dict(color=colours[i % len(colours)], linestyle=LINESTYLES[i % len(LINESTYLES)])
+        metric_ax.plot(steps, values, marker=MARKERS[i % len(MARKERS)], markersize=4, label=name, **style)
+    metric_ax.set(xlabel="step", ylabel="top-1 accuracy", ylim=(-0.03, 1.03))
+    metric_ax.grid(alpha=0.3)
+    metric_ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -63,20 +97,25 @@ def plot_attention(model, tokenizer, text: str, layer: int, heads=None, axes=Non
     return fig
 
 
-def plot_strategy_comparison(results: dict[str, dict[str, float]], metric: str = "probe top-1"):
-    """Bars of one ``metric`` per masking strategy: ``{"token": {"probe top-1": 0.9, ...}, ...}``."""
-    if not results:
-        raise ValueError("results must map strategy names to metric dicts")
-    names = list(results)
-    values = [results[name][metric] for name in names]
-    colours = list(PALETTE.values())
-    hatches = ("", "//", "..", "xx", "\\\\")
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1.5, 3))
-    bars = ax.bar(names, values, color=[colours[i % len(colours)] for i in range(len(names))])
-    for i, bar in enumerate(bars):
-        bar.set_hatch(hatches[i % len(hatches)])
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{values[i]:.2f}", ha="center")
-    ax.set(ylabel=metric, ylim=(0, 1.1), title=f"{metric} by masking strategy")
+def plot_probe_by_strategy(histories: dict, metric: str):
+    """One evaluated ``metric`` against step, a line per masking strategy: ``{"token": History, "span": History}``.
+
+    Each ``History`` comes from ``fit(..., evaluate=...)``; ``metric`` is a key of its ``evaluations`` in [0, 1].
+    """
+    if not histories:
+        raise ValueError("histories must map strategy names to fit's History objects")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    colours = (PALETTE["blue"], PALETTE["vermillion"], PALETTE["green"], PALETTE["purple"])
+    for i, (name, history) in enumerate(histories.items()):
+        if not history.evaluations or metric not in history.evaluations[0]:
+            raise ValueError(f"histories[{name!r}].evaluations must hold {metric!r}: train with fit(..., evaluate=...)")
+        steps = [evaluation["step"] for evaluation in history.evaluations]
+        values = [evaluation[metric] for evaluation in history.evaluations]
+        style = dict(color=colours[i % len(colours)], linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.plot(steps, values, marker=MARKERS[i % len(MARKERS)], markersize=4, label=name, **style)
+    ax.set(xlabel="step", ylabel=metric, ylim=(-0.03, 1.03), title=f"{metric} by masking strategy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 

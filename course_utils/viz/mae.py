@@ -3,6 +3,11 @@ overlay, a live ipywidgets explorer, and the mask-ratio sweep.
 
 Removed patches are drawn mid-grey *and* hatched, so they stay distinguishable from grey
 image content in greyscale print; curves differ in colour (Okabe-Ito), marker and line style.
+
+Each figure appears once in a notebook: the plot functions draw a pyplot figure and return it
+without displaying it (end the cell with ``plt.show()``, as Lab 3 does: a returned figure left
+as a cell's last expression would show a second time); ``mae_explorer`` returns its widget
+without displaying it (leave the call as the cell's last expression).
 """
 
 from __future__ import annotations
@@ -100,7 +105,10 @@ def plot_reconstructions(model, imgs: torch.Tensor, mask_ratio: float = 0.75, ge
 
 def mae_explorer(models, images: torch.Tensor, seed: int = 0):
     """An ipywidgets explorer: sliders for mask ratio and image, a patch-size menu when ``models``
-    is a ``{patch_size: model}`` dict with several entries. Re-runs inference on every change."""
+    is a ``{patch_size: model}`` dict with several entries. Re-runs inference on every change.
+
+    Returns the widget, not displayed: a notebook shows it once as the cell's last expression.
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -118,13 +126,14 @@ def mae_explorer(models, images: torch.Tensor, seed: int = 0):
         plt.close(fig)
 
     output = widgets.interactive_output(draw, controls)
-    ui = widgets.VBox([widgets.HBox(list(controls.values())), output])
-    display(ui)
-    return ui
+    return widgets.VBox([widgets.HBox(list(controls.values())), output])
 
 
 def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 0.75):
-    """Two panels against mask ratio: held-out reconstruction loss, and encoder GFLOPs per image."""
+    """Two panels against mask ratio: held-out reconstruction loss, and encoder MFLOPs per image.
+
+    ``sweep`` is what ``models.mae.mask_ratio_sweep`` returns; returns the figure.
+    """
     fig, (loss_ax, cost_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
     ratios = sweep["mask_ratio"]
     loss_ax.plot(
@@ -132,13 +141,13 @@ def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 
     )
     cost_ax.plot(
         ratios,
-        sweep["encoder_gflops"],
+        sweep["encoder_mflops"],
         color=PALETTE["vermillion"],
         linestyle=LINESTYLES[1],
         marker=MARKERS[1],
-        label="encoder GFLOPs",
+        label="encoder MFLOPs",
     )
-    for ax, ylabel in ((loss_ax, "reconstruction loss (removed patches)"), (cost_ax, "encoder GFLOPs per image")):
+    for ax, ylabel in ((loss_ax, "reconstruction loss (removed patches)"), (cost_ax, "encoder MFLOPs per image")):
         ax.axvline(
             trained_ratio,
             color=PALETTE["black"],
@@ -147,8 +156,10 @@ def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 
             label=f"trained at {trained_ratio}",
         )
         ax.set(xlabel="mask ratio", ylabel=ylabel)
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    cost_ax.set_ylim(bottom=0)
     fig.tight_layout()
     return fig
 
@@ -165,5 +176,35 @@ def plot_probe_accuracies(accuracies: dict[str, float], chance: float = 0.1):
     ax.axvline(chance, color=PALETTE["black"], linestyle=LINESTYLES[1], linewidth=1, label="chance")
     ax.set(yticks=range(len(names)), yticklabels=names, xlim=(0, 1.1), xlabel="test accuracy (logistic regression)")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_during_pretraining(
+    evaluations: list[dict[str, float]], baselines: dict[str, float], metric: str = "probe accuracy"
+):
+    """Probe accuracy against pretraining step, with a dashed line per baseline; returns the figure.
+
+    ``evaluations`` is ``History.evaluations`` (``[{"step": s, metric: value}, ...]``), ``baselines``
+    ``{name: accuracy}`` for feature sets that do not train (a random encoder, raw pixels).
+    """
+    if not evaluations or any(metric not in evaluation for evaluation in evaluations):
+        raise ValueError(f"evaluations must be a non-empty list of dicts with 'step' and {metric!r}")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps = [evaluation["step"] for evaluation in evaluations]
+    ax.plot(
+        steps,
+        [evaluation[metric] for evaluation in evaluations],
+        color=PALETTE["blue"],
+        linestyle=LINESTYLES[0],
+        marker=MARKERS[0],
+        label="MAE-pretrained encoder",
+    )
+    colours = [PALETTE["orange"], PALETTE["green"], PALETTE["purple"]]
+    for i, (name, accuracy) in enumerate(baselines.items()):
+        ax.axhline(accuracy, color=colours[i % 3], linestyle=LINESTYLES[1 + i % 3], linewidth=1.5, label=name)
+    ax.set(xlabel="pretraining step", ylabel=f"{metric} (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
