@@ -620,7 +620,7 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
     comparison = compare_objectives(config, device=torch.device("cpu"))
     table = comparison.table
     assert table["objective"].tolist() == list(OBJECTIVES)
-    metrics = ["probe_accuracy", fact_check_metric(8), "pretraining_seconds"]
+    metrics = ["probe_accuracy", "seen_probe_accuracy", fact_check_metric(8), "pretraining_seconds"]
     expected = [
         "objective",
         "parameters",
@@ -633,7 +633,7 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
     budget = comparison.budget_flops
     assert ((spent <= budget * (1 + 1e-6)) & (spent + table["flops_per_step"] > budget)).all()
     assert table.loc[table["objective"] == "mlm", "steps"].item() == config.budget_mlm_steps
-    assert table["probe_accuracy_mean"].between(0, 1).all()
+    assert table[["probe_accuracy_mean", "seen_probe_accuracy_mean"]].stack().between(0, 1).all()
     assert set(comparison.curves["objective"]) == set(OBJECTIVES)
 
 
