@@ -111,3 +111,44 @@ def variant_cases(variants: dict, kind) -> list:
         for name, (expected, _) in options.items()
         if kind(expected)
     ]
+
+
+def grading_tests(lab: str, variants: dict[str, dict[str, tuple[str, str]]]) -> tuple:
+    """The module fixture ``graded`` and the three tests a lab's grading file runs on ``variants``:
+    a correct alternative earns full marks, a classic mistake earns 0 and is named, and a call into the
+    reference implementation earns 0. At module level:
+
+        graded, test_a_correct_alternative_earns_full_marks, test_a_classic_mistake_earns_zero_and_is_named, \\
+            test_calling_the_reference_implementation_earns_zero = grading_tests(LAB, VARIANTS)
+    """
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def graded(tmp_path_factory) -> dict:
+        return grade_rounds(lab, variants, tmp_path_factory.mktemp)
+
+    def cases(kind) -> list:
+        return variant_cases(variants, kind)
+
+    @pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == FULL))
+    def test_a_correct_alternative_earns_full_marks(graded, exercise, variant, earns):
+        cell = graded[exercise, variant]
+        assert cell.score == cell.max_score > 0, cell.message
+
+    @pytest.mark.parametrize("exercise, variant, feedback", cases(lambda earns: earns not in (FULL, REFERENCE)))
+    def test_a_classic_mistake_earns_zero_and_is_named(graded, exercise, variant, feedback):
+        cell = graded[exercise, variant]
+        assert cell.score == 0 and cell.message.startswith("Misconception"), cell.message
+        assert feedback in cell.message
+
+    @pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == REFERENCE))
+    def test_calling_the_reference_implementation_earns_zero(graded, exercise, variant, earns):
+        cell = graded[exercise, variant]
+        assert cell.score == 0 and REFERENCE in cell.message, cell.message
+
+    return (
+        graded,
+        test_a_correct_alternative_earns_full_marks,
+        test_a_classic_mistake_earns_zero_and_is_named,
+        test_calling_the_reference_implementation_earns_zero,
+    )

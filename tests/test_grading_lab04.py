@@ -8,7 +8,7 @@ are graded independently), so the lab is graded as often as the longest list is 
 from __future__ import annotations
 
 import pytest
-from submissions import FULL, REFERENCE, grade_rounds, variant_cases
+from submissions import FULL, REFERENCE, grading_tests
 
 pytestmark = pytest.mark.notebook
 
@@ -202,29 +202,9 @@ def embed_events(embedding, input_ids, ages, visits, segments):
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory) -> dict:
-    return grade_rounds(LAB, VARIANTS, tmp_path_factory.mktemp)
-
-
-def cases(kind) -> list:
-    return variant_cases(VARIANTS, kind)
-
-
-@pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == FULL))
-def test_a_correct_alternative_earns_full_marks(graded, exercise, variant, earns):
-    cell = graded[exercise, variant]
-    assert cell.score == cell.max_score > 0, cell.message
-
-
-@pytest.mark.parametrize("exercise, variant, feedback", cases(lambda earns: earns not in (FULL, REFERENCE)))
-def test_a_classic_mistake_earns_zero_and_is_named(graded, exercise, variant, feedback):
-    cell = graded[exercise, variant]
-    assert cell.score == 0 and cell.message.startswith("Misconception"), cell.message
-    assert feedback in cell.message
-
-
-@pytest.mark.parametrize("exercise, variant, earns", cases(lambda earns: earns == REFERENCE))
-def test_calling_the_reference_implementation_earns_zero(graded, exercise, variant, earns):
-    cell = graded[exercise, variant]
-    assert cell.score == 0 and REFERENCE in cell.message, cell.message
+(
+    graded,
+    test_a_correct_alternative_earns_full_marks,
+    test_a_classic_mistake_earns_zero_and_is_named,
+    test_calling_the_reference_implementation_earns_zero,
+) = grading_tests(LAB, VARIANTS)

@@ -35,6 +35,15 @@ def passed(message: str) -> None:
     print(f"\u2713 {message}")
 
 
+def binomial_range(n: int, p_low: float, p_high: float | None = None, *, alpha: float) -> tuple[int, int]:
+    """``(low, high)``: a Binomial(n, p) count with ``p`` in ``[p_low, p_high]`` (``p_high`` defaults to ``p_low``)
+    falls below ``low`` or above ``high`` with probability at most ``alpha`` (exact quantiles, alpha/2 per side)."""
+    from scipy.stats import binom
+
+    p_high = p_low if p_high is None else p_high
+    return int(binom.ppf(alpha / 2, n, p_low)), int(binom.isf(alpha / 2, n, p_high))
+
+
 def expect_tensor(value, what: str, *, shape=None, dtype=None) -> None:
     """``value`` is a tensor of the given shape and dtype (either may be None to skip)."""
     expect(isinstance(value, torch.Tensor), f"{what} should be a torch.Tensor, got {type(value).__name__}")

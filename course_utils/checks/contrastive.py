@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import binom
 from torchvision.transforms import v2
 
 from course_utils import contrastive
-from course_utils.checks import expect, expect_close, expect_input_untouched, expect_tensor, gradients, passed
+from course_utils.checks import (
+    binomial_range,
+    expect,
+    expect_close,
+    expect_input_untouched,
+    expect_tensor,
+    gradients,
+    passed,
+)
 from course_utils.models.mae import MAEConfig
 from course_utils.models.simmim import masked_l1
 
 FALSE_FAILURE = 1e-8
-
-
-def count_range(n: int, p: float, alpha: float = FALSE_FAILURE) -> tuple[int, int]:
-    """``(low, high)``: a Binomial(n, p) count falls outside with probability at most ``alpha`` (alpha/2 per side)."""
-    return int(binom.ppf(alpha / 2, n, p)), int(binom.isf(alpha / 2, n, p))
 
 
 # --------------------------------------------------------------------------- SimCLR's views
@@ -62,14 +64,14 @@ def expect_flip_counts(view1: torch.Tensor, view2: torch.Tensor) -> None:
         "your two views are identical: draw the augmentation twice, once per view",
     )
     flips = int(first.sum() + second.sum())
-    low, high = count_range(2 * count, 0.5)
+    low, high = binomial_range(2 * count, 0.5, alpha=FALSE_FAILURE)
     expect(
         low <= flips <= high,
         f"{flips} of {2 * count} images were flipped; RandomHorizontalFlip flips each with p = 1/2, "
         f"so a correct function flips between {low} and {high}",
     )
     agree = int((first == second).sum())
-    low, high = count_range(count, 0.5)
+    low, high = binomial_range(count, 0.5, alpha=FALSE_FAILURE)
     expect(
         low <= agree <= high,
         f"the two views of an image agree on the flip {agree} times out of {count}; independent draws agree "

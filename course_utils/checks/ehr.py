@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import binom
 from torch import nn
 
-from course_utils.checks import expect, expect_close, gradients, expect_input_untouched, expect_tensor, passed
+from course_utils.checks import (
+    binomial_range,
+    expect,
+    expect_close,
+    gradients,
+    expect_input_untouched,
+    expect_tensor,
+    passed,
+)
 from course_utils.ehr import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID, patient_sequence
 from course_utils.masking import IGNORE_INDEX
 from course_utils.models.behrt import BehrtConfig, BehrtEmbedding, outcome_head_loss
@@ -199,17 +206,10 @@ def event_batch(rows: int = 64, length: int = 40, vocab_size: int = 30, seed: in
 FALSE_FAILURE = 1e-7
 
 
-def count_range(n: int, p_low: float, p_high: float | None = None, alpha: float = FALSE_FAILURE) -> tuple[int, int]:
-    """``(low, high)``: a count of successes in ``n`` independent trials of chance ``p`` in ``[p_low, p_high]`` falls
-    below ``low`` or above ``high`` with probability at most ``alpha`` (exact binomial quantiles, alpha/2 per side)."""
-    p_high = p_low if p_high is None else p_high
-    return int(binom.ppf(alpha / 2, n, p_low)), int(binom.isf(alpha / 2, n, p_high))
-
-
 def expect_share(count: int, n: int, p_low: float, p_high: float | None, misconception: str, hint: str = "") -> None:
-    """``count`` of ``n`` is a share ``p`` in ``[p_low, p_high]`` (see ``count_range``); fails correct work with
+    """``count`` of ``n`` is a share ``p`` in ``[p_low, p_high]`` (see ``binomial_range``); fails correct work with
     probability at most ``FALSE_FAILURE``."""
-    low, high = count_range(n, p_low, p_high)
+    low, high = binomial_range(n, p_low, p_high, alpha=FALSE_FAILURE)
     expected = f"{p_low:.3f}" if p_high in (None, p_low) else f"{p_low:.3f} to {p_high:.3f}"
     expect(
         low <= count <= high,

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import binom
 
-from course_utils.checks import expect, expect_close, expect_input_untouched, expect_tensor, gradients, passed
+from course_utils.checks import (
+    binomial_range,
+    expect,
+    expect_close,
+    expect_input_untouched,
+    expect_tensor,
+    gradients,
+    passed,
+)
 from course_utils.models import albert, causal_lm, electra, permutation_lm
 from course_utils.models.transformer import TransformerBlock
 
 FALSE_FAILURE = 1e-8
 PROBABILITIES = torch.tensor([0.5, 0.3, 0.15, 0.05])  # the sampling check's two distributions: this and reversed
-
-
-def count_range(n: int, p: float, alpha: float = FALSE_FAILURE) -> tuple[int, int]:
-    """``(low, high)``: a Binomial(n, p) count falls outside with probability at most ``alpha`` (alpha/2 per side)."""
-    return int(binom.ppf(alpha / 2, n, p)), int(binom.isf(alpha / 2, n, p))
 
 
 # --------------------------------------------------------------------------- ELECTRA
@@ -63,7 +65,7 @@ def check_sample_replacements(sample_replacements_fn) -> None:
     for parity, probabilities in ((0, PROBABILITIES), (1, PROBABILITIES.flip(0))):
         picks = drawn[parity::2]
         for token, p in enumerate(probabilities.tolist()):
-            low, high = count_range(len(picks), p)
+            low, high = binomial_range(len(picks), p, alpha=FALSE_FAILURE)
             count = int((picks == token).sum())
             if not low <= count <= high:
                 naive = (logits.detach()[parity] / logits.detach()[parity].sum())[token].item()
