@@ -20,11 +20,10 @@ import dataclasses
 import time
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
 from course_utils.device import PRECISION_NAMES, autocast, autocast_dtype
 from course_utils.models import MAEConfig, MaskedAutoencoder
+from course_utils.models.flops import counted_flops
 
 ENCODERS = {
     "ViT-B": dict(dim=768, depth=12, num_heads=12),
@@ -34,24 +33,23 @@ PAPER_DECODER = dict(decoder_dim=512, decoder_depth=8, decoder_num_heads=16)
 MASK_RATIO = 0.75
 
 
-def step(model: MaskedAutoencoder, imgs: torch.Tensor, mask_tokens_in_encoder: bool) -> None:
-    """One forward + backward pass, as MAE or as the ablation (same weights)."""
+def loss(model: MaskedAutoencoder, imgs: torch.Tensor, mask_tokens_in_encoder: bool) -> torch.Tensor:
+    """The training loss of one batch, as MAE or as the ablation (same weights)."""
     model.config = dataclasses.replace(model.config, mask_tokens_in_encoder=mask_tokens_in_encoder)
     with autocast(imgs.device):
-        loss, _, _ = model(imgs, MASK_RATIO)
-    loss.backward()
+        return model(imgs, MASK_RATIO)[0]
+
+
+def step(model: MaskedAutoencoder, imgs: torch.Tensor, mask_tokens_in_encoder: bool) -> None:
+    """One forward + backward pass."""
+    loss(model, imgs, mask_tokens_in_encoder).backward()
     model.zero_grad(set_to_none=True)
 
 
 def step_flops(model, imgs, mask_tokens_in_encoder: bool) -> int:
-    """FLOPs of one step, counted on one image and scaled (every op is linear in the batch).
-
-    Attention runs on the math backend: the counter has no formula for the fused CPU kernel.
-    """
-    counter = FlopCounterMode(display=False)
-    with sdpa_kernel(SDPBackend.MATH), counter:
-        step(model, imgs[:1], mask_tokens_in_encoder)
-    return counter.get_total_flops() * len(imgs)
+    """Training FLOPs of one step (``models.flops.counted_flops``), counted on one image and scaled (every op is
+    linear in the batch)."""
+    return counted_flops(lambda: loss(model, imgs[:1], mask_tokens_in_encoder), model=model) * len(imgs)
 
 
 def seconds(model, imgs, mask_tokens_in_encoder: bool) -> float:

@@ -20,8 +20,7 @@ import time
 import torch
 
 from course_utils.device import seed_everything
-from course_utils.models.flops import OBJECTIVES, training_flops_per_step
-from course_utils.objectives import (
+from course_utils.experiments.objective_comparison import (
     build_model,
     comparison_config,
     flops_options,
@@ -29,6 +28,7 @@ from course_utils.objectives import (
     predictions_per_sequence,
     pretraining_loss_fn,
 )
+from course_utils.models.flops import OBJECTIVES, training_flops_per_step
 from course_utils.text import encode_batch, make_corpus, train_tokenizer
 
 MATMUL_SIZE = 1024

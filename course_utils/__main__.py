@@ -46,7 +46,7 @@ def _release(args) -> int:
 
 
 def _export_student(args) -> int:
-    from course_utils.grading.course import export_student
+    from course_utils.grading.handout import export_student
 
     try:
         destination = export_student(args.directory)

@@ -1,29 +1,21 @@
-"""Contrastive learning on images: SimCLR (Chen et al., 2020) on the course's shared ViT encoder.
+"""SimCLR's two views and its NT-Xent loss (Chen et al., 2020): the references of Lab 6's contrastive exercises.
 
     view1, view2 = two_views(imgs, augmentations(32), generator)  # two augmentations of each image
-    model = SimCLR(MAEConfig(image_size=32, patch_size=4))
-    loss = model(view1, view2)                                    # NT-Xent over the 2B views
-    features = model.features(imgs)                               # [B, D] for a linear probe
-
-SimCLR learns by telling apart which two views come from the same image; MAE and SimMIM
-(``course_utils.models.simmim``) learn by filling in masked patches. All three train the
-same encoder (``ViTEncoder``, MAE's), so their probes and FLOPs compare like with like.
+    loss = nt_xent_loss(z1, z2, temperature=0.5)                  # z1, z2 [B, P]: paired projections
 
 * ``augmentations``: SimCLR's random crop, flip and colour distortion (torchvision v2);
-* ``two_views``: two independent augmentations of every image, reproducible for a generator;
-* ``nt_xent_loss``: the normalised temperature-scaled cross-entropy (InfoNCE) of SimCLR;
-* ``ProjectionHead`` and ``SimCLR``: the model; ``simclr_training_flops``: its cost per step.
+* ``augment_each`` and ``two_views``: two independent augmentations of every image, reproducible for a generator;
+* ``nt_xent_loss``: the normalised temperature-scaled cross-entropy (InfoNCE) of SimCLR.
+
+The models that train with them are ``course_utils.models.simclr.SimCLR`` (images) and
+``course_utils.models.behrt.BehrtContrastive`` (patient records).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.transforms import v2
-
-from course_utils.models.mae import MAEConfig
-from course_utils.models.simmim import ViTEncoder, encoder_forward_flops, patch_embedding_flops
 
 
 def augmentations(
@@ -102,55 +94,3 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -
     logits = logits.masked_fill(self_pairs, float("-inf"))  # an anchor is not its own negative
     positives = torch.arange(2 * B, device=z.device).roll(B)  # i <-> i + B
     return F.cross_entropy(logits.float(), positives)
-
-
-class ProjectionHead(nn.Sequential):
-    """SimCLR's projection head g: ``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``, ``[B, in] -> [B, out]``."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
-
-
-class SimCLR(nn.Module):
-    """SimCLR: ``loss = model(view1, view2)``; ``model.features(imgs)`` for probes.
-
-    The representation is the mean of the encoder's patch tokens (MAE's ``encode`` default,
-    so probes of the three models read the same thing); the loss reads the projection
-    ``g(representation)``. Only the encoder sizes of ``config`` are used.
-    """
-
-    def __init__(self, config: MAEConfig, hidden_dim: int | None = None, out_dim: int = 64, temperature: float = 0.5):
-        super().__init__()
-        self.config = config
-        self.temperature = temperature
-        self.encoder = ViTEncoder(config)
-        self.projection_head = ProjectionHead(config.dim, hidden_dim or config.dim, out_dim)
-
-    def represent(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs ``[B, C, H, W]`` -> representations ``[B, D]``: the mean of the patch tokens."""
-        return self.encoder(imgs)[:, 1:].mean(dim=1)  # [B, 1+L, D] -> [B, D]
-
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
-        """Two views ``[B, C, H, W]`` of the same B images -> the NT-Xent loss (both views in one encoder pass)."""
-        z = self.projection_head(self.represent(torch.cat([view1, view2])))  # [2B, out_dim]
-        z1, z2 = z.chunk(2)
-        return nt_xent_loss(z1, z2, self.temperature)
-
-    @torch.no_grad()
-    def features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """Frozen features ``[B, D]`` of whole images, before the projection head."""
-        return self.represent(imgs)
-
-
-def simclr_training_flops(config: MAEConfig, batch_size: int, hidden_dim: int, out_dim: int) -> float:
-    """Training FLOPs (forward + backward) of one SimCLR step on ``batch_size`` images, so ``2 x batch_size`` views.
-
-    Matrix products only: the encoder over all ``1+L`` tokens of each view, the projection
-    head, and the ``[2B, 2B]`` similarity matrix. A product's backward costs two products,
-    except the patch embedding's (no gradient for the pixels): ``3 x forward - embedding``.
-    """
-    views = 2 * batch_size
-    head = views * 2 * (config.dim * hidden_dim + hidden_dim * out_dim)
-    similarities = 2 * views * views * out_dim
-    forward = encoder_forward_flops(config, views) + head + similarities
-    return 3 * forward - patch_embedding_flops(config, views)

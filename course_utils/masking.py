@@ -30,6 +30,7 @@ IGNORE_INDEX = -100
 # One vocabulary layout for every lab: the text tokenizers and the EHR vocabulary both start with these.
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+STRUCTURAL_IDS = (PAD_ID, CLS_ID, SEP_ID)  # the sequence's frame, not its content: never masked, never predicted
 SPAN_P = 0.2  # SpanBERT's geometric parameter: mean span length 3.8 once truncated at 10
 MAX_SPAN_LENGTH = 10
 STRATEGIES = ("token", "whole_word", "span")

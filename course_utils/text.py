@@ -348,21 +348,6 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str], max_length: int | None 
     return {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
 
 
-def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pin_memory: bool = False):
-    """A shuffling ``DataLoader`` over the rows of ``encode_batch``'s output; masking happens in the loss."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dataset = torch.utils.data.StackDataset(**encoded)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=pin_memory,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # MLM training loss and evaluation (only ever on the selected positions)
 # ---------------------------------------------------------------------------------------------

@@ -17,10 +17,9 @@ with the weights of its best evaluation; with ``config.patience`` too, training 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-import copy
 
 import torch
 from torch import nn
@@ -103,6 +102,22 @@ def to_device(batch, device: torch.device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(value, device) for value in batch)
     return batch
+
+
+def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pin_memory: bool = False):
+    """A shuffling ``DataLoader`` over the rows of a dict of tensors (``text.encode_batch``'s output, images and labels):
+    each batch is a dict of ``[batch_size, ...]`` tensors, the last partial one dropped; reshuffled every epoch from ``seed``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dataset = torch.utils.data.StackDataset(**encoded)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=pin_memory,
+    )
 
 
 def fit(

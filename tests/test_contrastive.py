@@ -1,19 +1,15 @@
-"""course_utils.contrastive and course_utils.models.simmim: SimCLR's NT-Xent and views, SimMIM's mask token and loss."""
+"""course_utils.contrastive and the Lab 6 models: SimCLR's NT-Xent, views and model, SimMIM's mask token and loss, the ViT encoder."""
 
 import math
 
 import pytest
 import torch
 
-from course_utils.contrastive import (
-    SimCLR,
-    augmentations,
-    nt_xent_loss,
-    simclr_training_flops,
-    two_views,
-)
+from course_utils.contrastive import augmentations, nt_xent_loss, two_views
 from course_utils.models import MAEConfig, MaskedAutoencoder
-from course_utils.models.simmim import SimMIM, ViTEncoder, encoder_forward_flops, simmim_training_flops
+from course_utils.models.simclr import SimCLR
+from course_utils.models.simmim import SimMIM
+from course_utils.models.vit import ViTEncoder
 from course_utils.vision import patchify, unpatchify
 
 SMALL = dict(image_size=8, patch_size=2, channels=3, dim=32, depth=2, num_heads=4, decoder_dim=16, decoder_num_heads=2)
@@ -290,49 +286,7 @@ def test_a_few_simclr_steps_lower_the_loss_on_a_fixed_batch():
     assert sum(losses[-3:]) / 3 < 0.85 * losses[0]
 
 
-# FLOPs
-def counted_training_flops(step) -> int:
-    """FLOPs of ``step()`` (forward and backward) by ``torch.utils.flop_counter``, attention on SDPA's math backend."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with sdpa_kernel(SDPBackend.MATH), counter:
-        step()
-    return counter.get_total_flops()
-
-
-def test_encoder_flops_match_maes_counted_encoder_flops():
-    from course_utils.models.mae import encoder_flops
-
-    config = MAEConfig(**SMALL)
-    torch.manual_seed(0)
-    mae = MaskedAutoencoder(config)
-    for ratio in (0.0, 0.75):
-        counted = encoder_flops(mae, torch.rand(3, 3, 8, 8), ratio)
-        assert encoder_forward_flops(config, 3, int(L * (1 - ratio))) == pytest.approx(counted, rel=0.01)
-
-
-def test_simmim_training_flops_match_the_flop_counter():
-    model, imgs = small_simmim().train(), torch.rand(4, 3, 8, 8)
-    counted = counted_training_flops(lambda: model(imgs, 0.6)[0].backward())
-    assert simmim_training_flops(model.config, 4) == pytest.approx(counted, rel=0.01)
-
-
-def test_simclr_training_flops_match_the_flop_counter():
-    model, view1, view2 = small_simclr().train(), torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
-    counted = counted_training_flops(lambda: model(view1, view2).backward())
-    assert simclr_training_flops(model.config, 4, hidden_dim=32, out_dim=16) == pytest.approx(counted, rel=0.01)
-
-
-def test_simclr_costs_about_twice_simmim_per_image():
-    """Two full-length views per image against one; both far above MAE's encoder on a quarter of the patches."""
-    config = MAEConfig(image_size=32, patch_size=4)
-    ratio = simclr_training_flops(config, 64, config.dim, 64) / simmim_training_flops(config, 64)
-    assert 1.9 < ratio < 2.2
-    assert encoder_forward_flops(config, 64, 16) < encoder_forward_flops(config, 64) / 3
-
-
+# the shared encoder
 def test_vit_encoder_loads_an_maes_encoder_weights():
     torch.manual_seed(1)
     mae = MaskedAutoencoder(MAEConfig(**SMALL))

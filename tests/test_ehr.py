@@ -20,12 +20,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
 
 from course_utils import ehr
-from course_utils.ehr.label_budget import (
+from course_utils.experiments.core import FineTuning, budget_split
+from course_utils.experiments.label_budget import (
     MODELS,
     PRETRAINED,
     SCRATCH,
-    FineTuning,
-    budget_split,
     label_budget_experiment,
     summarise_label_budget,
 )
@@ -600,8 +599,8 @@ def toy_runs():
 def test_summary_reports_mean_and_sample_sd_per_budget_and_model():
     table = summarise_label_budget(toy_runs())
     assert list(table.index) == [100, 500]
-    assert table.loc[100, ("AUROC", PRETRAINED)] == "0.750 ± 0.071"  # sd of 0.70 and 0.80 with ddof=1
-    assert table.loc[100, ("AUROC", SCRATCH)] == "0.600 ± 0.000"
+    assert table.loc[100, ("AUROC", PRETRAINED)] == "0.750±0.071"  # sd of 0.70 and 0.80 with ddof=1
+    assert table.loc[100, ("AUROC", SCRATCH)] == "0.600±0.000"
     assert table.loc[500, ("AUPRC", SCRATCH)] == "0.440", "one subsample has no spread to report"
     with pytest.raises(ValueError, match="auroc"):
         summarise_label_budget(toy_runs().drop(columns="auroc"))

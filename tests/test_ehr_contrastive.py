@@ -6,21 +6,17 @@ import pytest
 import torch
 
 from course_utils import ehr
-from course_utils.ehr.contrastive import (
+from course_utils.ehr.views import PatientViewsCollate, patient_view, patient_views
+from course_utils.experiments.record_pretraining import (
     COLUMNS,
     CONTRASTIVE,
     MASKED_EVENTS,
     PRETRAININGS,
-    BehrtContrastive,
-    PatientViewsCollate,
     SequenceComparison,
     comparison_config,
-    contrastive_event_loss,
-    patient_view,
-    patient_views,
     sequence_pretraining_comparison,
 )
-from course_utils.models.behrt import BehrtConfig
+from course_utils.models.behrt import BehrtConfig, BehrtContrastive, contrastive_event_loss
 from course_utils.train import TrainConfig, fit
 
 

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from course_utils import grading
-from course_utils.grading import course
+from course_utils.grading import handout
 
 STUDENT_LAB0 = grading.NOTEBOOKS / "lab00_setup" / "lab00_setup.ipynb"
 STUB = "raise NotImplementedError()"
@@ -114,7 +114,7 @@ def test_report_table_lists_every_cell_and_the_total():
 def notebooks_copy(tmp_path, monkeypatch):
     notebooks = tmp_path / "notebooks"
     shutil.copytree(grading.NOTEBOOKS, notebooks)
-    monkeypatch.setattr(course, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(handout, "NOTEBOOKS", notebooks)
     return notebooks
 
 

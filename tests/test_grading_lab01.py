@@ -12,10 +12,10 @@ import functools
 from typing import NamedTuple
 
 import pytest
+from submissions import full_marks, grade, points, submission
 
 from course_utils.checks import Misconception
 from course_utils.checks import masking as checks
-from submissions import full_marks, grade, points, submission
 
 LAB = "lab01_masking"
 

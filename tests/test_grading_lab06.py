@@ -178,7 +178,7 @@ VARIANTS = {
         "the reference SimCLR.forward": (
             REFERENCE,
             SIMCLR.format(
-                body="from course_utils.contrastive import SimCLR\n\n"
+                body="from course_utils.models.simclr import SimCLR\n\n"
                 "    parts = {'encoder': encoder, 'projection_head': projection_head, 'temperature': temperature, "
                 "'represent': SimCLR.represent}\n"
                 "    return SimCLR.forward(type('Parts', (), parts)(), view1, view2)"

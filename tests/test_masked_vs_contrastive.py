@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.figure
 import pytest
 import torch
 
-from course_utils.masked_vs_contrastive import (
+from course_utils.experiments.image_pretraining import (
     AUGMENTATIONS,
     FLOORS,
     METHODS,
@@ -23,7 +21,7 @@ from course_utils.masked_vs_contrastive import (
     split_digits,
     training_flops,
 )
-from course_utils.models.simmim import encoder_forward_flops
+from course_utils.models.flops import encoder_forward_flops
 from course_utils.viz.masked_vs_contrastive import plot_augmentation_ablation, plot_batch_sweep, plot_method_comparison
 
 CPU = torch.device("cpu")
@@ -96,7 +94,7 @@ def test_the_same_seed_gives_the_same_probe_accuracy(comparison, config):
 def test_a_simclr_step_counts_both_views():
     """One view's forward is F; a forward+backward of both views is about 2 x 3F, so above 3F for sure."""
     config = image_comparison_config("ci")
-    single_view_forward = encoder_forward_flops(config.encoder_config(), config.batch_size)
+    single_view_forward = encoder_forward_flops(config.encoder, config.batch_size)
     step = training_flops("simclr", config, config.batch_size)
     assert step > 3 * single_view_forward
     assert step > 1.5 * 3 * single_view_forward  # one view's forward + backward would be about 3F
@@ -111,7 +109,7 @@ def test_mae_step_is_cheaper_than_simmim_and_simclr():
 
 def test_split_is_stratified_and_disjoint(config):
     data = split_digits(config)
-    assert data.train_images.shape[1:] == (1, config.image_size, config.image_size)
+    assert data.train_images.shape[1:] == (1, config.encoder.image_size, config.encoder.image_size)
     assert len(data.train_labels) + len(data.test_labels) == 1797
     test_share = torch.bincount(data.test_labels, minlength=10) / torch.bincount(
         torch.cat([data.train_labels, data.test_labels]), minlength=10

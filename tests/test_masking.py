@@ -1,23 +1,24 @@
 """course_utils.masking: BERT's 15% / 80-10-10 masker, whole-word and span masking, the collator.
 
-Randomized claims are checked statistically over many draws. Unless a test says otherwise the
-bound is 5 binomial standard deviations, sqrt(n p (1 - p)), around the expected count: a correct
-masker fails such a test with probability below 1e-6. Uniformity uses a chi-square test that a
-correct masker fails with probability 1e-4 (p-value threshold). The span tests use exact binomial
-ranges; each states the chance that a correct masker fails it.
+Randomized claims are checked statistically over many draws. A count is checked against the
+checks' exact binomial range (``course_utils.checks.binomial_range`` at the course's one
+false-failure rate ``FALSE_FAILURE``): a correct masker fails each such assertion with probability
+at most ``FALSE_FAILURE``, and a test with k of them at most k times that. Uniformity uses a
+chi-square test that a correct masker fails with probability 1e-4 (p-value threshold).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from scipy.stats import binom, chisquare
+from scipy.stats import chisquare
 
 from course_utils import masking
+from course_utils.checks import FALSE_FAILURE, binomial_range
+from course_utils.checks.masking import word_counts
 from course_utils.masking import (
     IGNORE_INDEX,
     MaskingCollator,
@@ -35,12 +36,11 @@ from course_utils.masking import (
     span_length_probabilities,
     word_starts,
 )
-from course_utils.checks.masking import count_range, word_counts
 
 PAD, UNK, CLS, SEP, MASK = range(5)
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)
 VOCAB = 1000
-SIGMAS = 5
+ORDINARY = VOCAB - len(SPECIALS)  # the ids a random replacement draws from
 
 
 def batch(rows=64, seq=128, vocab=VOCAB, real=100, seed=0):
@@ -58,8 +58,11 @@ def masked(ids, seed=0, **overrides):
     return mask_tokens(ids, **{**options, **overrides})
 
 
-def within_sigmas(count, n, p, sigmas=SIGMAS):
-    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+def within_range(count, n, p_low, p_high=None):
+    """``count`` of ``n`` lies in the exact binomial range of a share in ``[p_low, p_high]`` (false failure
+    ``FALSE_FAILURE``)."""
+    low, high = binomial_range(n, p_low, p_high, alpha=FALSE_FAILURE)
+    return low <= count <= high
 
 
 # --------------------------------------------------------------------------- token masking: statistics
@@ -71,7 +74,7 @@ def test_selection_rate_matches_mlm_probability(p):
     _, labels = masked(ids, mlm_probability=p)
     eligible = ids >= len(SPECIALS)
     selected = int((labels != IGNORE_INDEX).sum())
-    assert within_sigmas(selected, int(eligible.sum()), p), selected / int(eligible.sum())
+    assert within_range(selected, int(eligible.sum()), p), selected / int(eligible.sum())
 
 
 def test_replacement_shares_are_80_10_10():
@@ -82,10 +85,10 @@ def test_replacement_shares_are_80_10_10():
     to_mask = int((masked_ids[selected] == MASK).sum())
     to_random = int(((masked_ids != ids) & (masked_ids != MASK))[selected].sum())
     kept = int((masked_ids == ids)[selected].sum())
-    # A random draw equal to the original id reads as "kept": probability 1/995 of 10%, far inside the bounds.
-    assert within_sigmas(to_mask, n, 0.8), to_mask / n
-    assert within_sigmas(to_random, n, 0.1), to_random / n
-    assert within_sigmas(kept, n, 0.1), kept / n
+    # A random draw equal to the original id reads as "kept": 1/995 of the 10% random ones, at most.
+    assert within_range(to_mask, n, 0.8), to_mask / n
+    assert within_range(to_random, n, 0.1 * (1 - 1 / ORDINARY), 0.1), to_random / n
+    assert within_range(kept, n, 0.1, 0.1 + 0.1 / ORDINARY), kept / n
 
 
 def test_custom_replacement_shares_are_honoured():
@@ -93,8 +96,8 @@ def test_custom_replacement_shares_are_honoured():
     masked_ids, labels = masked(ids, mlm_probability=0.5, mask_replace_prob=0.3, random_replace_prob=0.6)
     selected = labels != IGNORE_INDEX
     n = int(selected.sum())
-    assert within_sigmas(int((masked_ids[selected] == MASK).sum()), n, 0.3)
-    assert within_sigmas(int((masked_ids == ids)[selected].sum()), n, 0.1, sigmas=6)
+    assert within_range(int((masked_ids[selected] == MASK).sum()), n, 0.3)
+    assert within_range(int((masked_ids == ids)[selected].sum()), n, 0.1, 0.1 + 0.6 / ORDINARY)
 
 
 def test_random_replacements_are_uniform_over_non_special_ids():
@@ -287,7 +290,7 @@ def test_whole_word_selection_rate_per_word_matches_p():
     selected = select_whole_words(ids, word_ids, special_token_ids=SPECIALS, generator=torch.Generator().manual_seed(1))
     first_tokens = (word_ids >= 0) & (word_ids != torch.nn.functional.pad(word_ids[:, :-1], (1, 0), value=-1))
     words = int(first_tokens.sum())
-    assert within_sigmas(int(selected[first_tokens].sum()), words, 0.15)
+    assert within_range(int(selected[first_tokens].sum()), words, 0.15)
 
 
 def test_whole_word_masking_never_selects_special_tokens():
@@ -391,7 +394,7 @@ def test_span_masking_spends_the_whole_budget_when_every_word_is_one_token():
 def test_span_lengths_in_words_follow_the_truncated_geometric_distribution():
     # Each row's first span is a fresh length draw, cut only by the end of the row (the budget,
     # 35 tokens, holds any 10 words of at most 3 tokens): keep the spans that start 10 or more
-    # words before the end. About 3,400 lengths; exact binomial ranges, false failure 1e-7 per length.
+    # words before the end. About 3,400 lengths; exact binomial ranges, FALSE_FAILURE per length.
     ids, word_ids = words_of_one_to_three_tokens(rows=4096, seed=3)
     _, span_index = spans(ids, word_ids, seed=4, mlm_probability=0.3)
     starts = word_starts(word_ids)
@@ -403,13 +406,13 @@ def test_span_lengths_in_words_follow_the_truncated_geometric_distribution():
     assert len(lengths) > 3000
     counts = torch.bincount(lengths, minlength=11)[1:].tolist()
     for length, (count, probability) in enumerate(zip(counts, span_length_probabilities().tolist()), start=1):
-        low, high = count_range(len(lengths), probability, 1e-7)
+        low, high = binomial_range(len(lengths), probability, alpha=FALSE_FAILURE)
         assert low <= count <= high, (length, count, len(lengths) * probability)
 
 
 def test_first_span_starts_at_a_uniformly_random_word():
     # Every row has the same 57 words; the first span's start word is uniform over them.
-    # Exact binomial range for each word's count, false failure 1e-7 / 57 each, 1e-7 in all.
+    # Exact binomial range for each word's count, FALSE_FAILURE / 57 each, FALSE_FAILURE in all.
     ids, word_ids = words_of_one_to_three_tokens(rows=8192, seed=5, same_layout=True)
     _, span_index = spans(ids, word_ids, seed=6)
     words = int(word_starts(word_ids)[0].sum())
@@ -417,7 +420,7 @@ def test_first_span_starts_at_a_uniformly_random_word():
     first_word = torch.where(span_index == 0, word_number, ids.shape[1]).min(1).values
     counts = torch.bincount(first_word, minlength=words)
     assert len(counts) == words
-    low, high = count_range(len(ids), 1 / words, 1e-7 / words)
+    low, high = binomial_range(len(ids), 1 / words, alpha=FALSE_FAILURE / words)
     assert ((counts >= low) & (counts <= high)).all(), (counts.min(), counts.max(), low, high)
 
 
@@ -487,8 +490,8 @@ def test_span_masking_replaces_whole_spans_alike():
     most, _ = per_span(span_index, is_mask, "amax")
     assert torch.equal(fewest[used], most[used]), "a span was partly [MASK]"
     # One draw per span, so the [MASK] spans (not tokens) are Binomial(spans, 0.8). A correct masker
-    # falls outside this exact binomial interval with probability below 1e-6.
-    low, high = binom.interval(1 - 1e-6, int(used.sum()), 0.8)
+    # falls outside this exact binomial range with probability at most FALSE_FAILURE.
+    low, high = binomial_range(int(used.sum()), 0.8, alpha=FALSE_FAILURE)
     assert low <= int(most[used].sum()) <= high, (int(most[used].sum()), int(used.sum()))
 
 
@@ -720,7 +723,7 @@ def test_masking_viewer_redraws_for_every_strategy(strategy):
 def test_rate_and_speed_plots_draw():
     import matplotlib.pyplot as plt
 
-    from course_utils.viz.masking import plot_rates_with_bands, plot_speed
+    from course_utils.viz.masking import plot_rates_with_bands
 
     fig = plot_rates_with_bands({"selected": [15, 14, 30]}, {"selected": [100, 100, 100]}, {"selected": 0.15})
     assert "67% inside" in fig.axes[0].get_title()  # 30 of 100 lies outside the 95% band

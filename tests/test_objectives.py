@@ -1,4 +1,4 @@
-"""Lab 5's objectives: ELECTRA, causal LM, ALBERT, permutation LM, their FLOP counts and the comparison driver.
+"""Lab 5's objectives: ELECTRA, causal LM, ALBERT, permutation LM and the comparison driver (FLOPs: test_flops.py).
 
 Each loss and mask is checked against a slow loop over positions on tiny inputs. Randomized
 functions are checked statistically: each test states its bound, chosen so that a correct
@@ -13,10 +13,21 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.stats import binom
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
+from course_utils.checks import FALSE_FAILURE, binomial_range
+from course_utils.experiments.core import FineTuning
+from course_utils.experiments.objective_comparison import (
+    FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES,
+    FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES,
+    build_model,
+    candidate_scores,
+    capital_candidates,
+    compare_objectives,
+    comparison_config,
+    fact_check_metric,
+    fact_check_task,
+    probe_batch,
+)
 from course_utils.masking import IGNORE_INDEX, mask_tokens
 from course_utils.models.albert import (
     AlbertConfig,
@@ -36,7 +47,7 @@ from course_utils.models.electra import (
     replaced_token_labels,
     sample_replacements,
 )
-from course_utils.models.flops import OBJECTIVES, training_flops_per_step
+from course_utils.models.flops import OBJECTIVES
 from course_utils.models.permutation_lm import (
     PermutationLM,
     order_ranks,
@@ -45,18 +56,6 @@ from course_utils.models.permutation_lm import (
     two_stream_block,
 )
 from course_utils.models.transformer import TransformerBlock
-from course_utils.objectives import (
-    FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES,
-    FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES,
-    build_model,
-    candidate_scores,
-    capital_candidates,
-    probe_batch,
-    compare_objectives,
-    comparison_config,
-    fact_check_metric,
-    fact_check_task,
-)
 from course_utils.text import CAPITAL_TEMPLATES, COUNTRIES, LANGUAGE_TEMPLATES, make_corpus, train_tokenizer
 
 V = 40
@@ -160,8 +159,8 @@ def test_electra_loss_is_mlm_plus_lambda_times_bce_over_real_tokens():
 
 
 def test_sample_replacements_follows_the_softmax():
-    # 20,000 draws over 6 tokens. Each token's count is Binomial(20000, p_k); an exact binomial
-    # interval at 1 - 1e-7 per token keeps the false-failure rate below 6e-7 over the 6 counts.
+    # 20,000 draws over 6 tokens. Each token's count is Binomial(20000, p_k); the checks' exact binomial
+    # range, FALSE_FAILURE per token, keeps the false-failure rate below 6 * FALSE_FAILURE over the 6 counts.
     # Taking the argmax would put every draw on token 0; ignoring the logits, 1/6 on each.
     probabilities = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
     draws = 20_000
@@ -170,7 +169,7 @@ def test_sample_replacements_follows_the_softmax():
     assert samples.shape == (draws,) and samples.dtype == torch.long
     counts = torch.bincount(samples, minlength=6)
     for token, p in enumerate(probabilities.tolist()):
-        low, high = binom.interval(1 - 1e-7, draws, p)
+        low, high = binomial_range(draws, p, alpha=FALSE_FAILURE)
         assert low <= counts[token] <= high, (token, int(counts[token]), draws * p)
 
 
@@ -359,13 +358,13 @@ def test_sampled_orders_are_permutations_with_padding_last():
 
 def test_every_real_position_leads_the_order_equally_often():
     # 6 real positions, 12,000 orders: each position comes first ~Binomial(12000, 1/6) times;
-    # an exact interval at 1 - 1e-7 per position keeps the false-failure rate below 6e-7.
+    # the checks' exact range, FALSE_FAILURE per position, keeps the false-failure rate below 6 * FALSE_FAILURE.
     draws = 12_000
     attention_mask = torch.ones(draws, 8, dtype=torch.long)
     attention_mask[:, 6:] = 0
     first = sample_factorization_order(attention_mask, torch.Generator().manual_seed(1))[:, 0]
     counts = torch.bincount(first, minlength=8)
-    low, high = binom.interval(1 - 1e-7, draws, 1 / 6)
+    low, high = binomial_range(draws, 1 / 6, alpha=FALSE_FAILURE)
     assert all(low <= c <= high for c in counts[:6].tolist()), counts
     assert counts[6:].sum() == 0
 
@@ -475,73 +474,6 @@ def test_changing_a_target_token_leaves_its_own_prediction_unchanged():
         assert all(ranks[b, p] >= 1 for b, p in rows)
 
 
-# --------------------------------------------------------------------------- FLOPs
-
-
-def measured_training_flops(step) -> int:
-    counter = FlopCounterMode(display=False)
-    with sdpa_kernel(SDPBackend.MATH), counter:  # the counter has no formula for the fused CPU kernel
-        step().backward()
-    return counter.get_total_flops()
-
-
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_analytic_training_flops_match_a_measured_step(objective):
-    # torch.utils.flop_counter counts the matrix products of one forward + backward step; the
-    # analytic count must agree within 0.1% (it counts exactly these products).
-    torch.manual_seed(0)
-    config = small_config(num_layers=3, hidden_size=32, num_heads=4, intermediate_size=48)
-    input_ids, attention_mask = padded_batch()
-    masked_ids, labels = mask_tokens(
-        input_ids,
-        mask_token_id=4,
-        vocab_size=V,
-        special_token_ids=SPECIALS,
-        mlm_probability=0.5,
-        generator=torch.Generator().manual_seed(0),
-    )
-    masked_per_sequence = (labels != IGNORE_INDEX).sum().item() / 3
-    batch, length = input_ids.shape
-    if objective == "mlm":
-        model, predicted = BertForMaskedLM(config), masked_per_sequence
-        step = lambda: model.mlm_loss(masked_ids, labels, attention_mask)  # noqa: E731
-    elif objective == "albert":
-        config = AlbertConfig(
-            **(SMALL | dict(num_layers=3, hidden_size=32, num_heads=4, intermediate_size=48, embedding_size=8))
-        )
-        model, predicted = AlbertForMaskedLM(config), masked_per_sequence
-        step = lambda: model.mlm_loss(masked_ids, labels, attention_mask)  # noqa: E731
-    elif objective == "electra":
-        model, predicted = ElectraForPretraining(config), masked_per_sequence
-        step = lambda: model(input_ids, masked_ids, labels, attention_mask).loss  # noqa: E731
-    elif objective == "causal":
-        model, predicted = CausalLM(config), (attention_mask[:, 1:].sum() / 3).item()
-        step = lambda: model.next_token_loss(input_ids, attention_mask)  # noqa: E731
-    else:
-        model, predicted = PermutationLM(config), 2
-        order = sample_factorization_order(attention_mask)
-        step = lambda: model.permutation_loss(input_ids, attention_mask, order, 2)  # noqa: E731
-    analytic = training_flops_per_step(objective, config, batch, length, predicted)
-    assert analytic == pytest.approx(measured_training_flops(step), rel=1e-3)
-
-
-def test_shared_layers_the_generator_and_the_query_stream_all_cost_flops():
-    B, L, D, F, V = 8, 12, 64, 256, 500
-    sizes = dict(hidden_size=D, num_heads=4, intermediate_size=F, vocab_size=V)
-    full_layer = 3 * B * L * (8 * D * D + 4 * D * F + 4 * L * D)  # forward + backward of one layer
-    two, four = (AlbertConfig(**(SMALL | sizes | dict(embedding_size=16, num_layers=n))) for n in (2, 4))
-    extra = training_flops_per_step("albert", four, B, L, 1.5) - training_flops_per_step("albert", two, B, L, 1.5)
-    assert extra == pytest.approx(2 * full_layer), "two more passes through the shared block cost two layers"
-    config = small_config(**sizes)
-    quarter = training_flops_per_step("electra", config, B, L, 1.5, generator_width_fraction=0.25)
-    assert training_flops_per_step("electra", config, B, L, 1.5, generator_width_fraction=0.5) > quarter
-    one_more_target = 3 * B * (2 * (4 * D * D + 4 * L * D + 4 * D * F) + 2 * D * D + 2 * D * V)
-    more = training_flops_per_step("permutation", config, B, L, 2) - training_flops_per_step(
-        "permutation", config, B, L, 1
-    )
-    assert more == pytest.approx(one_more_target), "each target adds a query-stream row in both layers and the head"
-
-
 # --------------------------------------------------------------------------- the downstream task and the driver
 
 
@@ -616,7 +548,8 @@ def test_probe_scores_match_a_loop_over_candidates(objective, probe_setup):
 
 
 def test_driver_returns_one_row_per_objective_with_the_expected_columns():
-    config = comparison_config("ci", num_sentences=600, label_budgets=(8,), finetune_steps=4, budget_mlm_steps=4)
+    recipe = FineTuning(max_steps=4, eval_every=2, patience=2, batch_size=4)
+    config = comparison_config("ci", num_sentences=600, label_budgets=(8,), finetune=recipe, budget_mlm_steps=4)
     comparison = compare_objectives(config, device=torch.device("cpu"))
     table = comparison.table
     assert table["objective"].tolist() == list(OBJECTIVES)
@@ -626,9 +559,11 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
         "parameters",
         "steps",
         "flops_per_step",
-        *[f"{m}_{s}" for m in metrics for s in ("mean", "sd")],
+        *[f"{m}_{s}" for m in metrics for s in ("mean", "sd", "low", "high")],
+        "n",
     ]
     assert table.columns.tolist() == expected
+    assert (table["n"] == len(config.seeds)).all()
     spent = table["steps"] * table["flops_per_step"]
     budget = comparison.budget_flops
     assert ((spent <= budget * (1 + 1e-6)) & (spent + table["flops_per_step"] > budget)).all()
@@ -684,9 +619,6 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
             ),
         ),
         ("attention_mask", lambda: sample_factorization_order(torch.ones(4))),
-        ("objective", lambda: training_flops_per_step("bert", small_config(), 2, 4, 1.0)),
-        ("predictions_per_sequence", lambda: training_flops_per_step("mlm", small_config(), 2, 4, 5.0)),
-        ("batch_size", lambda: training_flops_per_step("causal", small_config(), 0, 4, 1.0)),
         ("objectives", lambda: comparison_config("ci", objectives=("mlm", "gpt"))),
     ],
 )

@@ -140,6 +140,7 @@ def test_every_model_is_still_importable_from_the_package():
 
     assert BehrtConfig is behrt.BehrtConfig and MaskedAutoencoder is mae.MaskedAutoencoder
     assert models.TransformerEncoder is TransformerEncoder and set(models.__all__) <= set(dir(models))
+    assert all(getattr(models, name).__name__ == name for name in models.__all__)  # every lazy entry resolves
     with pytest.raises(AttributeError, match="NoSuchModel"):
         getattr(models, "NoSuchModel")
 

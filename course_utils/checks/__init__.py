@@ -35,13 +35,63 @@ def passed(message: str) -> None:
     print(f"\u2713 {message}")
 
 
-def binomial_range(n: int, p_low: float, p_high: float | None = None, *, alpha: float) -> tuple[int, int]:
+FALSE_FAILURE = 1e-8
+"""The false-failure policy of every statistical check: one binomial count judged by ``expect_binomial``
+(``binomial_range``) fails correct work with probability at most ``FALSE_FAILURE`` over seeds, half of it in
+each tail. A test cell judging several counts fails correct work with probability at most the sum over its
+counts (union bound): k counts at ``FALSE_FAILURE`` each, at most k * ``FALSE_FAILURE``; a check that judges
+m counts as one claim gives each ``FALSE_FAILURE / m``. Every cell stays below the course's 1e-6 (Lab 5's
+sampler cell, the busiest, judges 29 counts: at most 2.9e-7). A smaller value widens every range, which lets
+a wrong function that lands near the right share pass; the known mistakes of every lab are still caught at
+this value (tests/test_grading_lab*.py), and tests/test_checks.py pins the ranges' coverage and width."""
+
+
+def binomial_range(
+    n: int, p_low: float, p_high: float | None = None, *, alpha: float = FALSE_FAILURE
+) -> tuple[int, int]:
     """``(low, high)``: a Binomial(n, p) count with ``p`` in ``[p_low, p_high]`` (``p_high`` defaults to ``p_low``)
-    falls below ``low`` or above ``high`` with probability at most ``alpha`` (exact quantiles, alpha/2 per side)."""
+    falls below ``low`` or above ``high`` with probability at most ``alpha`` (exact quantiles, alpha/2 per side:
+    ``P(count < low) <= alpha/2`` at ``p_low`` and ``P(count > high) <= alpha/2`` at ``p_high``)."""
     from scipy.stats import binom
 
     p_high = p_low if p_high is None else p_high
     return int(binom.ppf(alpha / 2, n, p_low)), int(binom.isf(alpha / 2, n, p_high))
+
+
+def chance(alpha: float) -> str:
+    """``alpha`` for a message: "1 in 100 million" for 1e-8."""
+    words = {1e3: "thousand", 1e6: "million", 1e9: "billion", 1e12: "trillion"}
+    odds = 1 / alpha
+    scale = max((s for s in words if odds >= s), default=None)
+    if scale is None:
+        return f"1 in {odds:.3g}"
+    return f"1 in {odds / scale:.3g} {words[scale]}"
+
+
+def expect_binomial(
+    count,
+    n,
+    p_low: float,
+    p_high: float | None,
+    misconception: str,
+    hint: str = "",
+    *,
+    what: str = "a correct function",
+    alpha: float = FALSE_FAILURE,
+) -> None:
+    """``count`` successes of ``n`` independent trials, each with a probability ``p`` in ``[p_low, p_high]``
+    (``p_high`` None: exactly ``p_low``): within ``binomial_range``, so correct work fails with probability at
+    most ``alpha``. The message states the observed and expected shares and the range ``what`` lands in."""
+    count, n = int(count), int(n)
+    low, high = binomial_range(n, p_low, p_high, alpha=alpha)
+    expected = f"{p_low:.4f}" if p_high in (None, p_low) else f"{p_low:.4f} to {p_high:.4f}"
+    share = count / max(n, 1)
+    expect(
+        low <= count <= high,
+        f"{misconception}: {count} of {n} ({share:.4f}), expected {expected} ({what} lands in {low}..{high}, "
+        f"{low / max(n, 1):.4f}..{high / max(n, 1):.4f}, all but {chance(alpha)} times)",
+        hint,
+    )
 
 
 def expect_tensor(value, what: str, *, shape=None, dtype=None) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.checks import expect, expect_close, gradients, expect_input_untouched, expect_tensor, passed
+from course_utils.checks import expect, expect_close, expect_input_untouched, expect_tensor, gradients, passed
 from course_utils.masking import IGNORE_INDEX
 from course_utils.models.bert import BertConfig, BertEmbeddings, MaskedLMHead
 from course_utils.models.transformer import MultiHeadSelfAttention, key_padding_mask

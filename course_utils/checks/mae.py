@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from course_utils.checks import Misconception, expect, expect_close, expect_input_untouched, expect_tensor, passed
 from course_utils import vision
+from course_utils.checks import Misconception, expect, expect_close, expect_input_untouched, expect_tensor, passed
 from course_utils.models.mae import MAEConfig, MaskedAutoencoder, masked_mse, normalized_patches
 
 

@@ -24,24 +24,17 @@ A lab result becomes its code plus a quantile bin of its value (``LOINC//4548-4/
 leaves the bare code. Sequences longer than the model's window keep ``[CLS]`` and the most recent events.
 
 Modules: ``sequences`` (tokens, ages, visits, vocabulary), ``codes`` (the code catalogue),
-``synthetic`` (the cohort generator), ``reader`` (any MEDS dataset) and ``batching`` (tensors for the model).
-``label_budget`` (Lab 4's pretrained-versus-scratch experiment) needs the BEHRT model, so it is imported
-on its own: ``from course_utils.ehr.label_budget import label_budget_experiment``.
+``synthetic`` (the cohort generator), ``reader`` (any MEDS dataset), ``batching`` (tensors for the model)
+and ``views`` (random views of a patient for contrastive pretraining). This package is data only: the
+models are in ``course_utils.models.behrt``, the experiments in ``course_utils.experiments``.
 """
 
 from course_utils.ehr.batching import EHRDataset, LengthBucketSampler, collate_ehr, padding_fraction
 from course_utils.ehr.codes import CATALOGUE, CODES, ClinicalCode, code_group
 from course_utils.ehr.reader import MedsDataset, read_labels, read_meds_dataset
 from course_utils.ehr.sequences import (
-    CLS_ID,
     DAY,
-    MASK_ID,
     MAX_AGE,
-    PAD_ID,
-    SEP_ID,
-    SPECIAL_TOKENS,
-    STRUCTURAL_IDS,
-    UNK_ID,
     EHRSequence,
     Vocabulary,
     build_labelled_sequences,
@@ -62,6 +55,7 @@ from course_utils.ehr.synthetic import (
     generate_cohort,
     write_meds_dataset,
 )
+from course_utils.masking import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, STRUCTURAL_IDS, UNK_ID
 
 __all__ = [
     "SPECIAL_TOKENS",

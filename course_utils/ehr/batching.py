@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from course_utils.ehr.sequences import PAD_ID, EHRSequence, Vocabulary, truncate_left
+from course_utils.ehr.sequences import EHRSequence, Vocabulary, truncate_left
+from course_utils.masking import PAD_ID
 
 
 class EHRDataset(torch.utils.data.Dataset):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from course_utils.ehr.sequences import SPECIAL_TOKENS
+from course_utils.masking import SPECIAL_TOKENS
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from course_utils.masking import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID
+from course_utils.masking import SPECIAL_TOKENS, UNK_ID
 
-STRUCTURAL_IDS = (PAD_ID, CLS_ID, SEP_ID)  # never masked, never predicted
 MAX_AGE = 120  # ages are clamped to [0, MAX_AGE] years
 DAY = np.timedelta64(1, "D")
 

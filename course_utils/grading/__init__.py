@@ -1,23 +1,19 @@
 """Grading: marks from the student's own implementation, decided where student code cannot reach.
 
 - ``grader``: grade one notebook (``grade_notebook``); the design is in its docstring.
-- ``worker`` and ``remote``: the sandboxed process that runs student code, and the grader's side of it.
+- ``worker`` and ``remote``: the sandboxed process that runs student code, and the grader's side of it;
+  ``channel``: the wire format between them, the only module both import. Nothing that runs in the
+  grading process imports ``worker``.
 - ``sandbox``: bubblewrap, where the operating system allows it.
 - ``exercises`` and ``definitions``: what a notebook grades, and what of a solution cell runs.
-- ``course``: the labs, the release, nbgrader's API; ``gradebook``: marks into nbgrader's database.
+- ``classroom``: a whole class in one command.
+- ``course``: the labs and nbgrader's API; ``gradebook``: marks into nbgrader's database.
+- ``handout``: the release and the student copy, from the files in ``templates/student/``.
 - ``report``: the per-cell table.
 """
 
-from course_utils.grading.course import (
-    NOTEBOOKS,
-    REPO,
-    SOLUTIONS,
-    GradingFailed,
-    NotACourseNotebook,
-    ReleaseRefused,
-    assignments,
-    release,
-)
+from course_utils.grading.course import NOTEBOOKS, REPO, SOLUTIONS, GradingFailed, NotACourseNotebook, assignments
+from course_utils.grading.handout import ReleaseRefused, release
 from course_utils.grading.report import CellGrade, GradeReport
 
 

@@ -30,6 +30,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_utils.grading import sandbox
 from course_utils.grading.course import SOLUTIONS, NotACourseNotebook, assignments, read_notebook
 from course_utils.grading.remote import Limits
 from course_utils.grading.report import GradeReport
@@ -181,13 +182,11 @@ def autograde(
     jobs: int | None = None,
     limits: Limits | None = None,
     resume: bool = False,
-    allow_unsandboxed: bool = False,
+    allow_unsandboxed: bool = sandbox.ALLOW_UNSANDBOXED,
     progress: bool = True,
 ) -> list[dict]:
     """Grade every submission under ``submissions`` into ``out``; see the module docstring. Returns the rows."""
     from tqdm.auto import tqdm
-
-    from course_utils.grading import sandbox
 
     limits = limits or Limits()
     sandboxed, sandbox_line = sandbox.status()

@@ -1,16 +1,16 @@
 """The grader's side of the sandboxed worker: start it, and call student functions through it.
 
-``Worker`` owns one worker process (see ``worker.py``) for one notebook. ``RemoteFunction`` looks
-like the student's function to a check: calling it sends the arguments to the worker, which runs
-the student's code and sends back the result, the new states of any ``torch.Generator`` and of
-the global RNG, and the tensor arguments as the call left them (so a check can see an in-place
-edit). The check itself, and every comparison, runs here, where no student code ever runs.
+``Worker`` owns one worker process (see ``worker.py``) for one notebook and speaks to it in the wire
+format of ``channel.py``. ``RemoteFunction`` looks like the student's function to a check: calling it
+sends the arguments to the worker, which runs the student's code and sends back the result, the new
+states of any ``torch.Generator`` and of the global RNG, and the tensor arguments as the call left
+them (so a check can see an in-place edit). The check itself, and every comparison, runs here, where
+no student code ever runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import resource
 import signal
@@ -24,14 +24,7 @@ from pathlib import Path
 import torch
 
 from course_utils.grading import sandbox
-from course_utils.grading.channel import (
-    Channel,
-    ChannelClosed,
-    ChannelTimeout,
-    GeneratorSlot,
-    map_nested,
-    tensors_in,
-)
+from course_utils.grading.channel import Channel, ChannelClosed, ChannelTimeout, call_request, decode_value, tensors_in
 
 
 class ForbiddenCall(BaseException):
@@ -70,46 +63,12 @@ class _OutputDrain(threading.Thread):
 
     def __init__(self, stream, limit: int):
         super().__init__(daemon=True)
-        self.stream, self.limit, self.kept, self.total = stream, limit, bytearray(), 0
+        self.stream, self.limit, self.kept = stream, limit, bytearray()
 
     def run(self):
         while chunk := self.stream.read(1 << 16):
-            self.total += len(chunk)
             if len(self.kept) < self.limit:
                 self.kept += chunk[: self.limit - len(self.kept)]
-
-
-def decode_value(value):
-    """Undo ``worker.encode_value``: rebuild arrays and the course's own dataclasses."""
-    if isinstance(value, dict):
-        if "__ndarray__" in value:
-            return value["__ndarray__"].numpy().astype(value["dtype"], copy=False)
-        if "__dataclass__" in value:
-            module_name, _, qualname = value["__dataclass__"].partition(":")
-            fields = {key: decode_value(item) for key, item in value["fields"].items()}
-            if module_name.startswith("course_utils."):
-                cls = getattr(importlib.import_module(module_name), qualname, None)
-                if dataclasses.is_dataclass(cls):
-                    return cls(**fields)
-            return fields
-        return {key: decode_value(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [decode_value(item) for item in value]
-    if isinstance(value, tuple):
-        return tuple(decode_value(item) for item in value)
-    return value
-
-
-def _replace_generators(value, generators: list):
-    """``value`` with each ``torch.Generator`` replaced by a ``GeneratorSlot``; the generators go to ``generators``."""
-
-    def slot(item):
-        if not isinstance(item, torch.Generator):
-            return item
-        generators.append(item)
-        return GeneratorSlot(len(generators) - 1)
-
-    return map_nested(value, slot)
 
 
 def _raise_student_error(reply: dict):
@@ -277,21 +236,8 @@ class Worker:
 
     def call(self, name: str, args: tuple, kwargs: dict, wrt: list | None = None, output_index: int | None = None):
         """Run the student's ``name(*args, **kwargs)`` in the worker; returns ``(result, gradients)``."""
-        generators: list[torch.Generator] = []
-        remote_args, remote_kwargs = _replace_generators((args, kwargs), generators)
-        self._send(
-            {
-                "op": "call",
-                "name": name,
-                "args": remote_args,
-                "kwargs": remote_kwargs,
-                "wrt": wrt,
-                "output_index": output_index,
-                "generator_devices": [str(generator.device) for generator in generators],
-                "generator_states": [generator.get_state() for generator in generators],
-                "rng": torch.get_rng_state(),
-            }
-        )
+        request, generators = call_request(name, args, kwargs, wrt, output_index)
+        self._send(request)
         reply = self._reply()
         if reply["kind"] == "error":
             _raise_student_error(reply)
@@ -303,12 +249,6 @@ class Worker:
                 if original.shape != after.shape or not torch.equal(original, after.to(original.dtype)):
                     original.set_(after.to(original.dtype)) if original.shape != after.shape else original.copy_(after)
         return decode_value(reply["result"]), decode_value(reply["gradients"])
-
-    def output(self) -> str:
-        """What the worker printed, up to the limit, with a note of how much was cut."""
-        kept = bytes(self.drain.kept).decode(errors="replace") if self.process else ""
-        cut = self.drain.total - len(self.drain.kept) if self.process else 0
-        return kept + (f"\n[... {cut} more bytes of output cut]" if cut > 0 else "")
 
     def close(self) -> None:
         """Kill the worker and everything it started; remove its scratch folder."""

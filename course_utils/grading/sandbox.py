@@ -18,6 +18,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent  # course_utils/
 SYSTEM_FOLDERS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+ALLOW_UNSANDBOXED = False  # the default: where no sandbox works, grading refuses unless the caller allows it
 
 
 def bwrap() -> str | None:

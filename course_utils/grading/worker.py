@@ -18,23 +18,16 @@ from __future__ import annotations
 
 import ast
 import builtins
-import dataclasses
-import importlib
 import os
 import sys
 import threading
-import traceback
+
+import torch
+
+from course_utils.grading.channel import Channel, error_reply, resolve, result_reply, with_generators
+from course_utils.grading.definitions import split_definitions
 
 _exit, _fork, _waitpid, _setprofile = os._exit, os.fork, os.waitpid, sys.setprofile  # before any student code
-
-
-def resolve(target: str):
-    """``"package.module:Qualified.name"`` -> the object."""
-    module_name, _, qualname = target.partition(":")
-    value = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        value = getattr(value, part)
-    return value
 
 
 class Watch:
@@ -42,7 +35,7 @@ class Watch:
 
     def __init__(self, channel, targets: list[str]):
         self.channel = channel
-        self.code_keys, self.builtins, self.names = {}, {}, {}
+        self.code_keys, self.builtins = {}, {}
         for target in targets:
             value = resolve(target)
             code = getattr(value, "__code__", None)
@@ -72,61 +65,15 @@ class Watch:
         _setprofile(self)
 
 
-def encode_value(value, depth: int = 0):
-    """A student's return value as something ``torch.load(weights_only=True)`` accepts."""
-    import numpy as np
-    import torch
-
-    if depth > 20:
-        raise TypeError("the result is nested too deeply")
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone().as_subclass(torch.Tensor)
-    if isinstance(value, (bool, int, float, str, type(None))):
-        return type(value)(value) if value is not None else None
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value)).clone(), "dtype": str(value.dtype)}
-    if isinstance(value, (list, tuple)):
-        items = [encode_value(item, depth + 1) for item in value]
-        return tuple(items) if isinstance(value, tuple) else items
-    if isinstance(value, dict):
-        return {str(key): encode_value(item, depth + 1) for key, item in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        cls = type(value)
-        fields = {
-            field.name: encode_value(getattr(value, field.name), depth + 1) for field in dataclasses.fields(value)
-        }
-        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
-    raise TypeError(f"the result contains a {type(value).__name__}, which the grader cannot read back")
-
-
-def _error(error: BaseException) -> dict:
-    frames = traceback.extract_tb(error.__traceback__)
-    where = next(
-        (f"{frame.filename}, line {frame.lineno}" for frame in reversed(frames) if frame.filename.startswith("<")), ""
-    )
-    return {"kind": "error", "type": type(error).__name__, "message": str(error)[:2000], "where": where}
-
-
 def serve_call(namespace: dict, request: dict) -> dict:
-    """Run one call and describe its outcome: the result, the generators' and global RNG's states,
-    the tensor arguments as they are afterwards, and gradients where asked."""
-    import torch
-
-    from course_utils.grading.channel import tensors_in
-
+    """Run one call (a request ``with_generators``) and describe its outcome: the result, the generators' and
+    global RNG's states, the tensor arguments as they are afterwards, and gradients where asked."""
     args, kwargs = request["args"], request["kwargs"]
     generators = request["generators"]
     torch.set_rng_state(request["rng"])
     function = namespace.get(request["name"])
     if function is None:
-        return {
-            "kind": "error",
-            "type": "NameError",
-            "message": f"name '{request['name']}' is not defined",
-            "where": "",
-        }
+        return error_reply(NameError(f"name '{request['name']}' is not defined"))
     wrt = request.get("wrt")
     try:
         with torch.enable_grad():
@@ -140,49 +87,25 @@ def serve_call(namespace: dict, request: dict) -> dict:
                 output.sum().backward()
                 gradients = [tensor.grad for tensor in wrt]
     except (Exception, SystemExit, KeyboardInterrupt) as error:
-        return _error(error)
+        return error_reply(error)
     try:
-        reply = {
-            "kind": "result",
-            "result": encode_value(result),
-            "gradients": encode_value(gradients),
-            "generators": [generator.get_state() for generator in generators],
-            "rng": torch.get_rng_state(),
-            "inputs_after": encode_value(tensors_in((args, kwargs))),
-        }
+        return result_reply(result, gradients, generators, (args, kwargs))
     except Exception as error:
-        return _error(error)
-    return reply
+        return error_reply(error)
 
 
 def serve_exercise(channel, namespace: dict, targets: list[str]) -> None:
     """The child's loop: serve calls until ``end``."""
-    import torch
-
     Watch(channel, targets).start()
     while True:
         request = channel.receive()
         if request["op"] == "end":
             _exit(0)
-        generators = [torch.Generator(device).manual_seed(0) for device in request["generator_devices"]]
-        for generator, state in zip(generators, request["generator_states"]):
-            generator.set_state(state)
-        request["generators"] = generators
-        # arguments, kwargs and wrt come in one pickle, so a parameter in wrt is the one in the arguments
-        request["args"], request["kwargs"] = _restore_generators((request["args"], request["kwargs"]), generators)
-        channel.send(serve_call(namespace, request))
-
-
-def _restore_generators(value, generators):
-    from course_utils.grading.channel import GeneratorSlot, map_nested
-
-    return map_nested(value, lambda item: generators[item.index] if isinstance(item, GeneratorSlot) else item)
+        channel.send(serve_call(namespace, with_generators(request)))
 
 
 def load_definitions(channel, setup: dict) -> dict:
     """Run the notebook's imports, then the definitions of each solution cell; report per cell."""
-    from course_utils.grading.definitions import split_definitions
-
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(setup["imports"], "<notebook imports>", "exec"), namespace)
     for cell_id, source in setup["cells"]:
@@ -211,13 +134,9 @@ def load_definitions(channel, setup: dict) -> dict:
 
 
 def main(read_fd: int, write_fd: int) -> None:
-    from course_utils.grading.channel import Channel
-
     channel = Channel(read_fd, write_fd, trusted_input=True)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    import torch
-
     setup = channel.receive()
     torch.set_num_threads(setup["threads"])
     targets = {exercise: list(names) for exercise, names in setup["forbidden"].items()}
@@ -228,8 +147,6 @@ def main(read_fd: int, write_fd: int) -> None:
     channel.send({"kind": "ready"})
     while True:
         command = channel.receive()
-        if command["op"] == "quit":
-            _exit(0)
         pid = _fork()
         if pid == 0:
             try:

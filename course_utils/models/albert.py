@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from course_utils.masking import PAD_ID
-from course_utils.models.bert import BertConfig, BertForMaskedLM, MaskedLMHead
-from course_utils.models.transformer import TransformerEncoder, init_weights, require_positive_ints
+from course_utils.models.bert import BertConfig, BertEmbeddings, BertForMaskedLM, MaskedLMHead
+from course_utils.models.transformer import TransformerEncoder, init_and_tie, post_ln_encoder, require_positive_ints
 
 
 @dataclass
@@ -82,41 +82,24 @@ class AlbertEmbeddings(FactorizedEmbedding):
         self.norm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
+    embed = BertEmbeddings.forward  # BERT's sum, LayerNorm and dropout at width E: [B, L] -> [B, L, E]
+
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        length = input_ids.shape[1]
-        if length > self.position.num_embeddings:
-            raise ValueError(
-                f"input_ids has {length} positions, more than max_position_embeddings={self.position.num_embeddings}"
-            )
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        positions = torch.arange(length, device=input_ids.device)
-        summed = self.token(input_ids) + self.position(positions) + self.segment(token_type_ids)  # [B, L, E]
-        return self.projection(self.dropout(self.norm(summed)))  # [B, L, E] -> [B, L, H]
+        return self.projection(self.embed(input_ids, token_type_ids))  # [B, L, E] -> [B, L, H]
 
 
 class SharedLayerEncoder(TransformerEncoder):
     """ALBERT's cross-layer sharing: ONE ``TransformerBlock`` applied ``depth`` times.
 
-    ``blocks`` lists the same module ``depth`` times, so every layer reads the same parameter
-    tensors (``model.parameters()`` yields them once) and ``TransformerEncoder``'s forward pass
-    and attention maps run unchanged: one layer's parameters, ``depth`` layers' compute.
+    Takes ``TransformerEncoder``'s arguments. ``blocks`` lists the same module ``depth`` times, so
+    every layer reads the same parameter tensors (``model.parameters()`` yields them once) and
+    ``TransformerEncoder``'s forward pass and attention maps run unchanged: one layer's
+    parameters, ``depth`` layers' compute.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
-        norm_first: bool = True,
-        layer_norm_eps: float = 1e-6,
-        *,
-        mlp_dim: int | None = None,
-    ):
+    def __init__(self, dim: int, depth: int, num_heads: int, *args, **kwargs):
         _positive_int("depth", depth)
-        super().__init__(dim, 1, num_heads, mlp_ratio, dropout, norm_first, layer_norm_eps, mlp_dim=mlp_dim)
+        super().__init__(dim, 1, num_heads, *args, **kwargs)
         self.blocks = nn.ModuleList([self.blocks[0]] * depth)
 
 
@@ -132,18 +115,9 @@ class AlbertForMaskedLM(BertForMaskedLM):
             raise ValueError(f"config must be an AlbertConfig, got {type(config).__name__}")
         super().__init__(config)  # BERT's layout; ALBERT replaces three parts of it
         self.embeddings = AlbertEmbeddings(config)
-        self.encoder = SharedLayerEncoder(
-            dim=config.hidden_size,
-            depth=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_dim=config.intermediate_size,
-            dropout=config.dropout,
-            norm_first=False,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.encoder = post_ln_encoder(config, SharedLayerEncoder)
         self.head = factorized_mlm_head(config, config.embedding_size)
-        self.apply(lambda module: init_weights(module, std=config.initializer_range))
-        self.head.decoder.weight = self.embeddings.token.weight  # tied: the V x E table
+        init_and_tie(self, config.initializer_range, self.head.decoder, self.embeddings.token)  # the V x E table
 
 
 def factorized_mlm_head(config: BertConfig, embedding_size: int) -> MaskedLMHead:

@@ -1,10 +1,12 @@
-"""BEHRT-style models for patient timelines (Lab 4), on the course's shared encoder.
+"""BEHRT-style models for patient timelines (Labs 4 and 6), on the course's shared encoder.
 
     config = BehrtConfig(vocab_size=len(vocabulary))
     pretrain = BehrtForMaskedEvents(config)
     history = fit(pretrain, loader, masked_event_loss, TrainConfig(steps=300))
     classifier = BehrtForOutcome(config, encoder=pretrain.behrt)   # fine-tune the pretrained encoder
     history = fit(classifier, labelled_loader, outcome_loss, TrainConfig(steps=200))
+    contrastive = BehrtContrastive(config)                         # Lab 6: NT-Xent on two views of each patient
+    history = fit(contrastive, views_loader, contrastive_event_loss, TrainConfig(steps=300))
 
 Following Li et al. (2020), a token's embedding is the sum of four lookups -- its code, the
 patient's age in years, its visit index and its alternating segment -- then LayerNorm and dropout.
@@ -22,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.ehr import MASK_ID, MAX_AGE, PAD_ID, SPECIAL_TOKENS, STRUCTURAL_IDS
-from course_utils.masking import IGNORE_INDEX, mask_tokens
-from course_utils.models.transformer import TransformerEncoder, init_weights, require_positive_ints
+from course_utils.contrastive import nt_xent_loss
+from course_utils.masking import IGNORE_INDEX, MASK_ID, PAD_ID, SPECIAL_TOKENS, STRUCTURAL_IDS, mask_tokens
+from course_utils.models.simclr import ProjectionHead
+from course_utils.models.transformer import init_and_tie, init_weights, post_ln_encoder, require_positive_ints
 
 EHR_SPECIAL_IDS = tuple(range(len(SPECIAL_TOKENS)))  # never selected for masking, never a random replacement
 
@@ -39,8 +42,9 @@ class BehrtConfig:
     num_heads: int = 4
     mlp_ratio: float = 2.0
     max_len: int = 128  # tokens per sequence, [CLS] included; also bounds the visit index
-    max_age: int = MAX_AGE
+    max_age: int = 120  # ages in [0, max_age] years, as course_utils.ehr clamps them (its MAX_AGE)
     dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
 
     def __post_init__(self):
         require_positive_ints(self, "vocab_size", "hidden_size", "num_layers", "num_heads", "max_len", "max_age")
@@ -53,6 +57,11 @@ class BehrtConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
+    @property
+    def intermediate_size(self) -> int:
+        """The feed-forward width, ``int(hidden_size * mlp_ratio)``."""
+        return int(self.hidden_size * self.mlp_ratio)
+
 
 class BehrtEmbedding(nn.Module):
     """``code + age + visit + segment`` embeddings, summed, then LayerNorm and dropout: ``[B, L] x 4 -> [B, L, D]``."""
@@ -63,7 +72,7 @@ class BehrtEmbedding(nn.Module):
         self.age = nn.Embedding(config.max_age + 1, config.hidden_size)
         self.visit = nn.Embedding(config.max_len, config.hidden_size)
         self.segment = nn.Embedding(2, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=1e-12)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids, ages, visits, segments) -> torch.Tensor:
@@ -78,16 +87,8 @@ class Behrt(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = BehrtEmbedding(config)
-        self.encoder = TransformerEncoder(
-            config.hidden_size,
-            config.num_layers,
-            config.num_heads,
-            config.mlp_ratio,
-            config.dropout,
-            norm_first=False,
-            layer_norm_eps=1e-12,
-        )
-        self.apply(init_weights)
+        self.encoder = post_ln_encoder(config)
+        init_and_tie(self)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.embedding(batch["input_ids"], batch["ages"], batch["visits"], batch["segments"])
@@ -101,7 +102,9 @@ class BehrtForMaskedEvents(nn.Module):
         super().__init__()
         self.behrt = Behrt(config)
         self.transform = nn.Sequential(
-            nn.Linear(config.hidden_size, config.hidden_size), nn.GELU(), nn.LayerNorm(config.hidden_size, eps=1e-12)
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps),
         )
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         init_weights(self.transform[0])
@@ -130,6 +133,34 @@ class BehrtForOutcome(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.behrt(batch)[:, 0]).squeeze(-1)  # [B, L, D] -> [CLS] [B, D] -> [B]
+
+
+class BehrtContrastive(nn.Module):
+    """Lab 4's ``Behrt`` with SimCLR's projection head on ``[CLS]``: ``loss = model(view1, view2)``.
+
+    ``model.behrt`` is the encoder that fine-tuning reads, as ``BehrtForMaskedEvents.behrt``.
+    """
+
+    def __init__(self, config: BehrtConfig, projection_dim: int = 64, temperature: float = 0.5):
+        super().__init__()
+        self.behrt = Behrt(config)
+        self.projection_head = ProjectionHead(config.hidden_size, config.hidden_size, projection_dim)
+        self.temperature = temperature
+
+    def project(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A batch of ``[B, L]`` tensors -> projections ``[B, projection_dim]`` of the ``[CLS]`` states."""
+        return self.projection_head(self.behrt(batch)[:, 0])  # [B, L, D] -> [B, D] -> [B, P]
+
+    def forward(self, view1: dict[str, torch.Tensor], view2: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Two batches of ``[B, L]`` tensors (row i: two views of patient i) -> NT-Xent, both in one encoder pass."""
+        both = {key: torch.cat([view1[key], view2[key]]) for key in view1}  # [2B, L] per field
+        z1, z2 = self.project(both).chunk(2)  # [2B, P] -> 2 x [B, P]
+        return nt_xent_loss(z1, z2, self.temperature)
+
+
+def contrastive_event_loss(model: BehrtContrastive, batch: tuple[dict, dict]) -> torch.Tensor:
+    """``fit`` loss: NT-Xent over the two views that ``PatientViewsCollate`` made."""
+    return model(*batch)
 
 
 def mask_events(

@@ -12,6 +12,10 @@ weight (a test copies the weights across and compares logits):
   (none when the batch has no padding);
 * MLM head: dense, GELU, LayerNorm, then a decoder whose weight *is* the token embedding
   (tied) with its own bias.
+
+``BertBackbone`` (the embeddings, the encoder and ``encode``) is the body that Lab 5's models
+share: ``BertForMaskedLM`` (and through it ALBERT and ELECTRA's generator), ``CausalLM``,
+``PermutationLM`` and ELECTRA's discriminator each add their head to it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.masking import IGNORE_INDEX
-from course_utils.models.transformer import TransformerEncoder, init_weights, mask_if_padded, require_positive_ints
+from course_utils.models.transformer import init_and_tie, mask_if_padded, post_ln_encoder, require_positive_ints
 
 
 @dataclass
@@ -126,31 +130,33 @@ class MaskedLMHead(nn.Module):
         return self.decoder(self.norm(F.gelu(self.dense(hidden))))
 
 
-class BertForMaskedLM(nn.Module):
-    """BERT encoder plus tied MLM head; see the module docstring for the two ways to call it."""
+class BertBackbone(nn.Module):
+    """BERT's embeddings and post-LN encoder: the body under every BERT-shaped model of Labs 2 and 5.
+
+    A subclass adds its head, then initialises every module and ties its decoder to the token
+    embedding with ``init_and_tie``.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            dim=config.hidden_size,
-            depth=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_dim=config.intermediate_size,
-            dropout=config.dropout,
-            norm_first=False,
-            layer_norm_eps=config.layer_norm_eps,
-        )
-        self.head = MaskedLMHead(config)
-        self.apply(lambda module: init_weights(module, std=config.initializer_range))
-        self.head.decoder.weight = self.embeddings.token.weight  # tied: one matrix reads and writes tokens
+        self.encoder = post_ln_encoder(config)
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """Contextual token vectors: ``input_ids [B, L]`` -> ``[B, L, D]``."""
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        """Contextual token vectors: ``input_ids [B, L]`` -> ``[B, L, D]``, every position seeing every real one."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got {getattr(input_ids, 'shape', type(input_ids))}")
         return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+
+
+class BertForMaskedLM(BertBackbone):
+    """BERT encoder plus tied MLM head; see the module docstring for the two ways to call it."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.head = MaskedLMHead(config)
+        init_and_tie(self, config.initializer_range, self.head.decoder, self.embeddings.token)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """Logits over the vocabulary at every position: ``[B, L]`` -> ``[B, L, V]``."""

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from course_utils.models.bert import BertConfig, BertEmbeddings, MaskedLMHead
-from course_utils.models.transformer import TransformerEncoder, init_weights, select_rows
+from course_utils.models.bert import BertBackbone, BertConfig, MaskedLMHead
+from course_utils.models.transformer import init_and_tie, select_rows
 
 
 def _check_keep_mask(attention_mask, name: str = "attention_mask") -> None:
@@ -78,25 +77,13 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mas
     return F.cross_entropy(logits[predicting].float(), targets)
 
 
-class CausalLM(nn.Module):
+class CausalLM(BertBackbone):
     """BERT's embeddings, post-LN encoder and tied head, run under a causal mask: ``[B, L] -> [B, L, V]``."""
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            dim=config.hidden_size,
-            depth=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_dim=config.intermediate_size,
-            dropout=config.dropout,
-            norm_first=False,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        super().__init__(config)
         self.head = MaskedLMHead(config)
-        self.apply(lambda module: init_weights(module, std=config.initializer_range))
-        self.head.decoder.weight = self.embeddings.token.weight  # tied, as in GPT
+        init_and_tie(self, config.initializer_range, self.head.decoder, self.embeddings.token)  # tied, as in GPT
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """Left-to-right token vectors ``[B, L, D]``: position ``t`` has seen only tokens ``<= t``."""

@@ -30,8 +30,8 @@ from torch import nn
 
 from course_utils.masking import IGNORE_INDEX
 from course_utils.models.albert import factorized_mlm_head
-from course_utils.models.bert import BertConfig, BertEmbeddings, BertForMaskedLM
-from course_utils.models.transformer import TransformerEncoder, init_weights, mask_if_padded
+from course_utils.models.bert import BertBackbone, BertConfig, BertEmbeddings, BertForMaskedLM
+from course_utils.models.transformer import init_and_tie, mask_if_padded
 
 DISCRIMINATOR_WEIGHT = 50.0  # lambda in the paper
 GENERATOR_WIDTH_FRACTION = 0.25  # "generators 1/4-1/2 the size of the discriminator work best"
@@ -161,9 +161,8 @@ class ElectraGenerator(BertForMaskedLM):
         super().__init__(config)
         self.embeddings = ProjectedEmbeddings(embeddings, config.hidden_size)
         self.head = factorized_mlm_head(config, embeddings.token.embedding_dim)  # D_g -> D, then the tied table
-        for module in (self.embeddings.projection, self.head):
-            module.apply(lambda m: init_weights(m, std=config.initializer_range))
-        self.head.decoder.weight = embeddings.token.weight
+        init_and_tie(self.embeddings.projection, config.initializer_range)
+        init_and_tie(self.head, config.initializer_range, self.head.decoder, embeddings.token)
 
     def selected_logits(self, input_ids, selected, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """Logits ``[S, V]`` at the ``selected`` (boolean ``[B, L]``) positions, in row-major order.
@@ -178,31 +177,17 @@ class ElectraGenerator(BertForMaskedLM):
         return self.head(self.encoder.norm(last_block(hidden, attention_mask, rows=selected)))  # [S, V]
 
 
-class ElectraDiscriminator(nn.Module):
-    """BERT's embeddings and encoder, then a dense layer, GELU and one logit per token: ``[B, L]`` -> ``[B, L]``."""
+class ElectraDiscriminator(BertBackbone):
+    """BERT's embeddings and encoder, then a dense layer, GELU and one logit per token: ``[B, L]`` -> ``[B, L]``.
+
+    ``encode`` (BERT's) gives the contextual token vectors ``[B, L, D]`` that fine-tuning starts from.
+    """
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            dim=config.hidden_size,
-            depth=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_dim=config.intermediate_size,
-            dropout=config.dropout,
-            norm_first=False,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        super().__init__(config)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, 1)
-        self.apply(lambda module: init_weights(module, std=config.initializer_range))
-
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """Contextual token vectors ``[B, L, D]`` (what fine-tuning starts from)."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got {getattr(input_ids, 'shape', type(input_ids))}")
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
+        init_and_tie(self, config.initializer_range)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """One logit per token, ``[B, L]``: positive means "replaced"."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from course_utils.models.flops import counted_flops
 from course_utils.models.transformer import TransformerEncoder
 from course_utils.vision import patchify, random_masking, sincos_pos_embed_2d, unpatchify
 
@@ -221,18 +222,8 @@ class MaskedAutoencoder(nn.Module):
 
 
 def encoder_flops(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float) -> int:
-    """Forward FLOPs of ``model.forward_encoder`` on ``imgs``, counted by ``torch.utils.flop_counter``.
-
-    Attention runs on SDPA's math backend while counting: the counter has no formula for
-    the fused CPU kernel, but counts the math backend's matrix products.
-    """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-        model.forward_encoder(imgs, mask_ratio)
-    return counter.get_total_flops()
+    """Forward FLOPs of ``model.forward_encoder`` on ``imgs`` ``[B, C, H, W]``, attention included (``counted_flops``)."""
+    return counted_flops(lambda: model.forward_encoder(imgs, mask_ratio), backward=False)
 
 
 @torch.no_grad()

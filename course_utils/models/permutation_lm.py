@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.models.bert import BertConfig, BertEmbeddings, MaskedLMHead
-from course_utils.models.transformer import TransformerBlock, TransformerEncoder, init_weights
+from course_utils.models.bert import BertBackbone, BertConfig, MaskedLMHead
+from course_utils.models.transformer import TransformerBlock, init_and_tie
 
 
 def _check_keep_mask(attention_mask) -> None:
@@ -158,36 +158,19 @@ def two_stream_block(
     return x[:, :length], x[:, length:]
 
 
-class PermutationLM(nn.Module):
+class PermutationLM(BertBackbone):
     """BERT's embeddings, post-LN encoder and tied head, trained as a two-stream permutation LM.
 
     ``query_vector`` is the query stream's learned start (in place of a token embedding).
+    ``encode`` (BERT's) is the content stream with no permutation, for fine-tuning: ``[B, L, D]``.
     """
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = TransformerEncoder(
-            dim=config.hidden_size,
-            depth=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_dim=config.intermediate_size,
-            dropout=config.dropout,
-            norm_first=False,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        super().__init__(config)
         self.head = MaskedLMHead(config)
         self.query_vector = nn.Parameter(torch.zeros(config.hidden_size))
-        self.apply(lambda module: init_weights(module, std=config.initializer_range))
+        init_and_tie(self, config.initializer_range, self.head.decoder, self.embeddings.token)
         nn.init.trunc_normal_(self.query_vector, std=config.initializer_range)
-        self.head.decoder.weight = self.embeddings.token.weight
-
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """The content stream with no permutation (real tokens see each other): ``[B, L, D]``, for fine-tuning."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be [batch, seq], got {getattr(input_ids, 'shape', type(input_ids))}")
-        return self.encoder(self.embeddings(input_ids, token_type_ids), attention_mask)
 
     def query_embedding(self, positions: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         """The query stream's start at ``positions`` ``[B, K]``: learned vector + position + segment, ``[B, K, D]``."""

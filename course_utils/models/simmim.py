@@ -10,16 +10,14 @@
     loss, pred, mask = model(imgs, mask_ratio=0.6)
     features = model.features(imgs)  # [B, D] for a linear probe
 
-The encoder is MAE's, through ``ViTEncoder``: the same patch embedding, positions, cls token,
-pre-LN blocks and initialisation, so MAE, SimMIM and SimCLR (``course_utils.contrastive``)
-differ only in what the encoder is asked to do. SimMIM's encoder is exactly MAE's
-"encoder w/ [M]" ablation (``MAEConfig(mask_tokens_in_encoder=True)``); where MAE then runs a
-transformer decoder, SimMIM runs one linear layer (the official code's ``decoder``, a 1x1
-convolution and a pixel shuffle, is the same map). The paper masks 32x32 blocks of a ViT with
-16x16 patches; here a masked block is one ViT patch, drawn by ``vision.random_masking``.
-
-``encoder_forward_flops`` and ``simmim_training_flops`` count matrix-product FLOPs
-analytically, as ``course_utils.models.flops`` does for Lab 5.
+The encoder is MAE's, through ``ViTEncoder`` (``course_utils.models.vit``): the same patch
+embedding, positions, cls token, pre-LN blocks and initialisation, so MAE, SimMIM and SimCLR
+(``course_utils.models.simclr``) differ only in what the encoder is asked to do. SimMIM's
+encoder is exactly MAE's "encoder w/ [M]" ablation (``MAEConfig(mask_tokens_in_encoder=True)``);
+where MAE then runs a transformer decoder, SimMIM runs one linear layer (the official code's
+``decoder``, a 1x1 convolution and a pixel shuffle, is the same map). The paper masks 32x32
+blocks of a ViT with 16x16 patches; here a masked block is one ViT patch, drawn by
+``vision.random_masking``. Its training FLOPs per step: ``models.flops.simmim_training_flops``.
 """
 
 from __future__ import annotations
@@ -29,36 +27,9 @@ import dataclasses
 import torch
 from torch import nn
 
-from course_utils.models.mae import MAEConfig, MaskedAutoencoder, normalized_patches
+from course_utils.models.mae import MAEConfig, normalized_patches
+from course_utils.models.vit import ViTEncoder
 from course_utils.vision import patchify
-
-
-class ViTEncoder(nn.Module):
-    """The encoder half of ``MaskedAutoencoder``, without its decoder.
-
-    Its modules are built and initialised by ``MaskedAutoencoder`` itself and its methods are
-    MAE's (``embed_patches``, ``encode_tokens``, ``forward_encoder``, ``encode``), so the
-    parameter names match: ``vit.load_state_dict(mae.state_dict(), strict=False)`` loads an
-    MAE encoder. ``config.mask_tokens_in_encoder`` adds MAE's ``encoder_mask_token``.
-    """
-
-    def __init__(self, config: MAEConfig):
-        super().__init__()
-        mae = MaskedAutoencoder(config)
-        self.config = config
-        self.patch_embed, self.cls_token, self.encoder = mae.patch_embed, mae.cls_token, mae.encoder
-        self.register_buffer("pos_embed", mae.pos_embed, persistent=False)  # [1, 1+L, D], fixed
-        if config.mask_tokens_in_encoder:
-            self.encoder_mask_token = mae.encoder_mask_token
-
-    embed_patches = MaskedAutoencoder.embed_patches  # [B, C, H, W] -> [B, L, D]
-    encode_tokens = MaskedAutoencoder.encode_tokens  # [B, N, D] -> [B, 1+N, D]
-    forward_encoder = MaskedAutoencoder.forward_encoder  # (imgs, mask_ratio, generator) -> latent, mask, ids_restore
-    encode = MaskedAutoencoder.encode  # frozen features [B, D]
-
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs ``[B, C, H, W]`` -> every token's output ``[B, 1+L, D]`` (cls first, patches in order)."""
-        return self.encode_tokens(self.embed_patches(imgs))
 
 
 def masked_l1(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,35 +90,3 @@ class SimMIM(nn.Module):
     def features(self, imgs: torch.Tensor, pool: str = "mean") -> torch.Tensor:
         """Frozen features ``[B, D]`` of whole images (nothing masked): mean of patch tokens, or ``pool="cls"``."""
         return self.encoder.encode(imgs, pool)
-
-
-def encoder_forward_flops(config: MAEConfig, images: int, kept_patches: int | None = None) -> float:
-    """Matrix-product FLOPs of the shared encoder's forward pass over ``images`` images.
-
-    The patch embedding runs on all ``L`` patches; the blocks on the cls token and
-    ``kept_patches`` patches (all ``L`` by default; MAE keeps ``int(L * (1 - mask_ratio))``).
-    Per token and block over ``T`` tokens: QKV ``6 D^2``, output projection ``2 D^2``,
-    feed-forward ``4 D F``, attention scores and weighted sum ``4 T D``.
-    """
-    L, D, F = config.num_patches, config.dim, int(config.dim * config.mlp_ratio)
-    T = 1 + (L if kept_patches is None else kept_patches)
-    patch_embedding = 2 * L * config.patch_dim * D
-    blocks = config.depth * T * (8 * D * D + 4 * D * F + 4 * T * D)
-    return images * (patch_embedding + blocks)
-
-
-def patch_embedding_flops(config: MAEConfig, images: int) -> float:
-    """Forward FLOPs of the patch embedding, whose backward computes only the weight gradient (pixels need none)."""
-    return images * 2 * config.num_patches * config.patch_dim * config.dim
-
-
-def simmim_training_flops(config: MAEConfig, batch_size: int) -> float:
-    """Training FLOPs (forward + backward) of one SimMIM step on ``batch_size`` images.
-
-    The encoder over all ``1+L`` tokens and the linear head at every patch (the loss reads
-    only masked ones, but the head runs everywhere). A product's backward costs two
-    products (one per input), except the patch embedding's: ``3 x forward - embedding``.
-    """
-    head = batch_size * 2 * config.num_patches * config.dim * config.patch_dim
-    forward = encoder_forward_flops(config, batch_size) + head
-    return 3 * forward - patch_embedding_flops(config, batch_size)

@@ -11,6 +11,9 @@ with 1 (or True) for real tokens and 0 for padding; padded keys are never attend
 A batch without padding passes no mask at all, which leaves SDPA free to use flash attention.
 Objectives that restrict who sees whom (a causal LM, a permutation LM) pass ``[B, L, L]``
 instead: entry ``[b, i, j]`` says whether query ``i`` may attend to key ``j``.
+
+Every BERT-shaped model (BERT, ALBERT, ELECTRA, the causal and permutation LMs, BEHRT) builds its
+stack with ``post_ln_encoder(config)`` and initialises itself with ``init_and_tie``.
 """
 
 from __future__ import annotations
@@ -210,6 +213,24 @@ class TransformerEncoder(nn.Module):
         return maps
 
 
+def post_ln_encoder(config, encoder_class: type[TransformerEncoder] = TransformerEncoder) -> TransformerEncoder:
+    """BERT's post-LN encoder stack, sized by a BERT-shaped ``config``: ``[B, L, D] -> [B, L, D]``.
+
+    ``config`` has ``hidden_size`` (D), ``num_layers``, ``num_heads``, ``intermediate_size`` (the
+    feed-forward width), ``dropout`` and ``layer_norm_eps`` (``BertConfig``, ``BehrtConfig``).
+    ``encoder_class`` takes ``TransformerEncoder``'s arguments (ALBERT's ``SharedLayerEncoder``).
+    """
+    return encoder_class(
+        dim=config.hidden_size,
+        depth=config.num_layers,
+        num_heads=config.num_heads,
+        mlp_dim=config.intermediate_size,
+        dropout=config.dropout,
+        norm_first=False,
+        layer_norm_eps=config.layer_norm_eps,
+    )
+
+
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """BERT/ViT initialisation: truncated-normal Linear and Embedding weights, zero biases, unit LayerNorms."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -221,3 +242,13 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def init_and_tie(
+    model: nn.Module, std: float = 0.02, decoder: nn.Linear | None = None, embedding: nn.Embedding | None = None
+) -> None:
+    """``init_weights`` on every submodule of ``model``, in registration order; then, given a ``decoder``, its
+    weight becomes ``embedding``'s (tied: one ``[V, D]`` matrix reads and writes tokens; the bias stays its own)."""
+    model.apply(lambda module: init_weights(module, std=std))
+    if decoder is not None:
+        decoder.weight = embedding.weight

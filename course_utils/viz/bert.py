@@ -4,8 +4,8 @@ fact probe of each masking strategy during training."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 import torch
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from course_utils.text import encode_batch
 from course_utils.viz import LINESTYLES, MARKERS, PALETTE, plot_loss

@@ -17,8 +17,8 @@ import torch
 from matplotlib.patches import Rectangle
 from torchvision.utils import make_grid
 
-from course_utils.viz import LINESTYLES, MARKERS, PALETTE
 from course_utils.vision import unpatchify
+from course_utils.viz import LINESTYLES, MARKERS, PALETTE
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 

@@ -1,4 +1,4 @@
-"""Plots for Lab 6's image experiments (``course_utils.masked_vs_contrastive``): methods, batch sizes, augmentations."""
+"""Plots for Lab 6's image experiments (``course_utils.experiments.image_pretraining``): methods, batch sizes, augmentations."""
 
 from __future__ import annotations
 

@@ -22,17 +22,25 @@ step`` steps. Each pretrained encoder is then measured on
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from course_utils.device import by_profile, get_device, seed_everything
+from course_utils.device import get_device, seed_everything
+from course_utils.experiments.core import (
+    FineTuning,
+    finetuned_accuracy,
+    mean_sd,
+    require_ints,
+    require_subset,
+    sized,
+    steps_for_budget,
+    summarise,
+)
 from course_utils.masking import mask_tokens
 from course_utils.models.albert import AlbertConfig, AlbertForMaskedLM
 from course_utils.models.bert import BertConfig, BertForMaskedLM
@@ -45,14 +53,13 @@ from course_utils.text import (
     COUNTRIES,
     LANGUAGE_TEMPLATES,
     FactProbe,
-    batches,
     encode_batch,
     make_corpus,
     masker_ids,
     mlm_loss_fn,
     train_tokenizer,
 )
-from course_utils.train import TrainConfig, fit
+from course_utils.train import TrainConfig, batches, fit
 
 ELECTRA_MASKING = dict(mask_replace_prob=0.85, random_replace_prob=0.0)  # official code: 85% [MASK], 15% kept
 FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES = (5, 6, 7)  # indices into CAPITAL_TEMPLATES never used in fine-tuning
@@ -63,8 +70,12 @@ FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES = (2,)
 class ComparisonConfig:
     """Every size of the comparison; ``comparison_config()`` picks them by profile."""
 
+    objectives: tuple[str, ...] = OBJECTIVES
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # the data
     num_sentences: int = 20_000
     tokenizer_vocab_size: int = 1000
+    # the encoder every objective trains, and what each objective adds
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -73,29 +84,19 @@ class ComparisonConfig:
     generator_width_fraction: float = 0.25
     mlm_probability: float = 0.15
     num_predict: int = 2  # permutation LM targets per sentence (~1/6 of its tokens, as XLNet's K = 6)
+    # pretraining at equal FLOPs
     batch_size: int = 64
     budget_mlm_steps: int = 1100  # the FLOP budget: what MLM spends in this many steps
     learning_rate: float = 5e-3
     probe_evaluations: int = 4  # probe accuracy this many times during pretraining, for the curves
+    # fine-tuning
     label_budgets: tuple[int, ...] = (64, 320)  # labelled sentences, out of the 336 in FactCheckTask.train
-    finetune_steps: int = 200
-    finetune_batch_size: int = 32
-    finetune_learning_rate: float = 2e-3
-    finetune_eval_every: int = 20
-    finetune_patience: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2)
-    objectives: tuple[str, ...] = OBJECTIVES
+    finetune: FineTuning = field(default_factory=lambda: FineTuning(max_steps=200, eval_every=20, patience=5, lr=2e-3))
 
     def __post_init__(self):
-        unknown = [name for name in self.objectives if name not in OBJECTIVES]
-        if unknown or not self.objectives:
-            raise ValueError(f"objectives must be a non-empty subset of {OBJECTIVES}, got {self.objectives!r}")
-        if not self.seeds or not self.label_budgets:
-            raise ValueError("seeds and label_budgets must be non-empty")
-        if any(budget < 4 for budget in self.label_budgets):
-            raise ValueError(
-                f"label_budgets must each be >= 4 (a quarter is kept for early stopping), got {self.label_budgets}"
-            )
+        require_subset("objectives", self.objectives, OBJECTIVES)
+        require_ints("seeds", self.seeds, 0)
+        require_ints("label_budgets", self.label_budgets, 4, "part of each is kept for early stopping")
 
     def bert_config(self, vocab_size: int, max_positions: int) -> BertConfig:
         """The encoder every objective shares (no dropout: the probe asks it to memorise facts)."""
@@ -112,38 +113,21 @@ class ComparisonConfig:
 
 def comparison_config(profile: str | None = None, **overrides) -> ComparisonConfig:
     """The sizes for ``profile`` (default: the current one), with ``overrides`` applied."""
-    sizes = by_profile(
-        profile=profile,
+    # fmt: off
+    return sized(
+        ComparisonConfig, profile, overrides,
         ci=dict(
-            num_sentences=1_000,
-            hidden_size=32,
-            num_layers=1,
-            num_heads=2,
-            intermediate_size=64,
-            albert_embedding_size=16,
-            batch_size=16,
-            budget_mlm_steps=10,
-            probe_evaluations=2,
-            label_budgets=(8, 16),
-            finetune_steps=10,
-            finetune_batch_size=8,
-            finetune_eval_every=5,
-            seeds=(0,),
+            num_sentences=1_000, batch_size=16, budget_mlm_steps=10, probe_evaluations=2, seeds=(0,),
+            hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, albert_embedding_size=16,
+            label_budgets=(8, 16), finetune=FineTuning(max_steps=10, eval_every=5, patience=5, lr=2e-3, batch_size=8),
         ),
         cpu=dict(),
         gpu=dict(
-            num_sentences=100_000,
-            hidden_size=256,
-            num_layers=4,
-            num_heads=4,
-            intermediate_size=1024,
-            albert_embedding_size=64,
-            batch_size=128,
-            budget_mlm_steps=3_000,
-            learning_rate=2e-3,
+            num_sentences=100_000, batch_size=128, budget_mlm_steps=3_000, learning_rate=2e-3,
+            hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, albert_embedding_size=64,
         ),
     )
-    return ComparisonConfig(**(sizes | overrides))
+    # fmt: on
 
 
 # --------------------------------------------------------------------------- models and losses
@@ -366,20 +350,14 @@ def pretrained_encoder(objective: str, model: nn.Module) -> nn.Module:
     return model.discriminator if objective == "electra" else model
 
 
-def _encoded(tokenizer, examples: list[tuple[str, int]], length: int) -> dict[str, torch.Tensor]:
+def encoded_examples(tokenizer, examples: list[tuple[str, int]], length: int) -> dict[str, torch.Tensor]:
+    """Labelled sentences as ``SentenceClassifier`` inputs: ``input_ids`` and ``attention_mask`` ``[N, length]``, ``labels`` ``[N]``."""
     encoded = encode_batch(tokenizer, [text for text, _ in examples], max_length=length)
     return dict(
         input_ids=encoded["input_ids"],
         attention_mask=encoded["attention_mask"],
-        label=torch.tensor([label for _, label in examples]),
+        labels=torch.tensor([label for _, label in examples]),
     )
-
-
-@torch.no_grad()
-def classification_accuracy(model: nn.Module, encoded: dict[str, torch.Tensor]) -> float:
-    device = next(model.parameters()).device
-    logits = model(encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-    return float((logits.argmax(1).cpu() == encoded["label"]).float().mean())
 
 
 def finetune_accuracy(
@@ -388,49 +366,18 @@ def finetune_accuracy(
     tokenizer,
     task: FactCheckTask,
     label_budget: int,
-    config: ComparisonConfig,
+    recipe: FineTuning,
     seed: int = 0,
     device: torch.device | None = None,
 ) -> float:
-    """Test accuracy on held-out phrasings after fine-tuning a copy of ``model`` on ``label_budget`` labelled sentences.
-
-    The budget is drawn at random (``seed``) from ``task.train``; a quarter of it is kept for early
-    stopping (``fit(..., evaluate=..., monitor="accuracy")``), the rest trains.
-    """
-    if isinstance(label_budget, bool) or not isinstance(label_budget, int) or not 4 <= label_budget <= len(task.train):
-        raise ValueError(f"label_budget must be an int in [4, {len(task.train)}], got {label_budget!r}")
-    device = device or get_device()
-    sample = random.Random(seed * 100_003 + label_budget).sample(task.train, label_budget)
-    validation, training = sample[: label_budget // 4], sample[label_budget // 4 :]
+    """Test accuracy on held-out phrasings after fine-tuning a copy of ``model`` on ``label_budget`` labelled
+    sentences of ``task.train`` (``core.finetuned_accuracy``); ``model`` is untouched."""
     encoder = copy.deepcopy(pretrained_encoder(objective, model))
-    pooling = "last" if objective == "causal" else "mean"
     seed_everything(seed)
-    classifier = SentenceClassifier(encoder, model.config.hidden_size, pooling).to(device)
+    classifier = SentenceClassifier(encoder, model.config.hidden_size, "last" if objective == "causal" else "mean")
     length = encoder.embeddings.position.num_embeddings
-    training_data = _encoded(tokenizer, training, length)
-    validation_data = _encoded(tokenizer, validation, length)
-    loader = batches(training_data, min(config.finetune_batch_size, len(training)), seed=seed)
-
-    def loss_fn(classifier, batch):
-        return F.cross_entropy(classifier(batch["input_ids"], batch["attention_mask"]).float(), batch["label"])
-
-    schedule = TrainConfig(
-        steps=config.finetune_steps,
-        lr=config.finetune_learning_rate,
-        eval_every=config.finetune_eval_every,
-        patience=config.finetune_patience,
-        live_plot=False,
-    )
-    fit(
-        classifier,
-        loader,
-        loss_fn,
-        schedule,
-        device,
-        evaluate=lambda classifier: {"accuracy": classification_accuracy(classifier, validation_data)},
-        monitor="accuracy",
-    )
-    return classification_accuracy(classifier, _encoded(tokenizer, task.test, length))
+    train, test = (encoded_examples(tokenizer, examples, length) for examples in (task.train, task.test))
+    return finetuned_accuracy(classifier, train, test, label_budget, recipe, seed, device or get_device())
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -448,23 +395,18 @@ class Comparison:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per objective: parameters, steps, FLOPs per step, mean and sd of each metric over seeds."""
-        fixed = self.runs.groupby("objective", sort=False)[["parameters", "steps", "flops_per_step"]].first()
-        grouped = self.runs.groupby("objective", sort=False)[self.metrics]
-        summary = pd.concat([grouped.mean().add_suffix("_mean"), grouped.std(ddof=1).add_suffix("_sd")], axis=1)
-        ordered = [f"{metric}_{stat}" for metric in self.metrics for stat in ("mean", "sd")]
-        return fixed.join(summary[ordered]).reset_index()
+        """One row per objective: parameters, steps, FLOPs per step, then each metric's mean, sd and interval."""
+        return summarise(self.runs, "objective", self.metrics, fixed=["parameters", "steps", "flops_per_step"])
 
     def formatted(self) -> pd.DataFrame:
-        """``table`` for reading: ``mean ± sd`` strings, FLOPs in GFLOPs, parameters in thousands."""
+        """``table`` for reading: ``mean±sd`` strings, FLOPs in GFLOPs, parameters in thousands."""
         table = self.table
         shown = pd.DataFrame({"objective": table["objective"]})
         shown["parameters (k)"] = (table["parameters"] / 1e3).round(1)
         shown["steps"] = table["steps"]
         shown["GFLOPs/step"] = (table["flops_per_step"] / 1e9).round(3)
         for metric in self.metrics:
-            mean, sd = table[f"{metric}_mean"], table[f"{metric}_sd"].fillna(0.0)
-            shown[metric] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(mean, sd)]
+            shown[metric] = [mean_sd(m, s) for m, s in zip(table[f"{metric}_mean"], table[f"{metric}_sd"])]
         return shown
 
 
@@ -534,7 +476,7 @@ def compare_objectives(config: ComparisonConfig | None = None, device: torch.dev
     for seed in config.seeds:
         for objective in config.objectives:
             per_step = flops_per_step(objective)
-            steps = max(1, math.floor(budget / per_step + 1e-6))  # MLM's own division must give budget_mlm_steps
+            steps = steps_for_budget(budget, per_step)
             model, evaluations, seconds = pretrain(
                 objective, config, bert_config, steps, train_data, tokenizer, corpus, seed, device
             )
@@ -561,7 +503,7 @@ def compare_objectives(config: ComparisonConfig | None = None, device: torch.dev
             )
             for label_budget in config.label_budgets:
                 row[fact_check_metric(label_budget)] = finetune_accuracy(
-                    objective, model, tokenizer, task, label_budget, config, seed, device
+                    objective, model, tokenizer, task, label_budget, config.finetune, seed, device
                 )
             runs.append(row)
     metrics = ["probe_accuracy", "seen_probe_accuracy", *map(fact_check_metric, config.label_budgets), "pretraining_seconds"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,7 +30,6 @@ import torch
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
 from tqdm.auto import tqdm
@@ -39,36 +37,13 @@ from tqdm.auto import tqdm
 from course_utils.device import get_device, pin_memory, seed_everything
 from course_utils.ehr.batching import EHRDataset, LengthBucketSampler, collate_ehr
 from course_utils.ehr.sequences import SPECIAL_TOKENS, EHRSequence, Vocabulary
+from course_utils.experiments.core import FineTuning, budget_split, fine_tune, mean_sd, summarise
 from course_utils.models.behrt import Behrt, BehrtConfig, BehrtForOutcome, outcome_loss, predict_outcome
-from course_utils.train import TrainConfig, fit
 
 PRETRAINED, SCRATCH, BAG_OF_CODES, ORACLE = "pretrained + fine-tuned", "from scratch", "bag of codes", "oracle"
 MODELS = (PRETRAINED, SCRATCH, BAG_OF_CODES, ORACLE)
 METRICS = ("auroc", "auprc")
-
-
-@dataclass
-class FineTuning:
-    """The recipe both BEHRT arms share, and how much of each subsample decides when to stop."""
-
-    max_steps: int = 1000  # a ceiling: early stopping usually ends training long before
-    eval_every: int = 10  # steps between two tuning evaluations
-    patience: int = 6  # evaluations without a better tuning AUROC before stopping
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    batch_size: int = 32
-    tuning_fraction: float = 0.25  # share of each subsample held out for early stopping
-    bag_of_codes_c: tuple[float, ...] = (0.01, 0.1, 1.0)  # inverse regularisation strengths to choose from
-
-    def __post_init__(self):
-        for name in ("max_steps", "eval_every", "patience", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 < self.tuning_fraction < 1.0:
-            raise ValueError(f"tuning_fraction must be in (0, 1), got {self.tuning_fraction}")
-        if not self.bag_of_codes_c or min(self.bag_of_codes_c) <= 0:
-            raise ValueError(f"bag_of_codes_c must be positive numbers, got {self.bag_of_codes_c}")
+BAG_OF_CODES_C = (0.01, 0.1, 1.0)  # the bag of codes' inverse regularisation strengths, chosen on the tuning part
 
 
 def _codes_only(tokens: Sequence[str]) -> list[str]:
@@ -112,39 +87,16 @@ def _fine_tune(
         probabilities, y = predict_outcome(model, tuning_loader, device)
         return {"auroc": roc_auc_score(y, probabilities)}
 
-    schedule = TrainConfig(
-        steps=recipe.max_steps,
-        lr=recipe.lr,
-        warmup_steps=min(recipe.warmup_steps, recipe.max_steps),
-        eval_every=recipe.eval_every,
-        patience=recipe.patience,
-        live_plot=False,
-    )
-    history = fit(
+    history = fine_tune(
         model,
         _loader(train_set, recipe.batch_size, shuffle=True, seed=seed),
         outcome_loss,
-        schedule,
+        recipe,
         device,
         evaluate=tuning_auroc,
         monitor="auroc",
     )
     return model, history.best_step, history.steps[-1]
-
-
-def budget_split(outcomes: np.ndarray, budget: int, tuning_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices into ``outcomes`` of a stratified subsample of ``budget`` patients, split (stratified) into
-    ``(fine_tuning, tuning)``; the whole pool when ``budget == len(outcomes)``. Deterministic in ``seed``."""
-    pool = np.arange(len(outcomes))
-    chosen = (
-        pool
-        if budget == len(pool)
-        else train_test_split(pool, train_size=budget, stratify=outcomes, random_state=seed)[0]
-    )
-    fine_tuning, tuning = train_test_split(
-        chosen, test_size=tuning_fraction, stratify=outcomes[chosen], random_state=seed
-    )
-    return fine_tuning, tuning
 
 
 def label_budget_experiment(
@@ -159,6 +111,8 @@ def label_budget_experiment(
     recipe: FineTuning | None = None,
     test_oracle: Sequence[float] | None = None,
     device: torch.device | None = None,
+    bag_of_codes_c: Sequence[float] = BAG_OF_CODES_C,
+    baselines: bool = True,
 ) -> pd.DataFrame:
     """Score every model at every budget on ``repeats`` labelled subsamples (the same ones for every model).
 
@@ -167,6 +121,8 @@ def label_budget_experiment(
     its repeats differ only in the tuning split and the random seed. Returns one row per (budget, repeat, model) with columns
     ``budget, repeat, model, auroc, auprc, best_step, steps`` (the last two: the evaluation whose weights were
     kept and the steps run, for the BEHRT arms); ``oracle`` rows score ``test_oracle`` when it is given.
+    ``baselines=False`` scores the pretrained arm only (the scratch, bag-of-codes and oracle rows do not
+    depend on ``pretrained``: an experiment comparing two pretrainings needs them once).
     """
     recipe = recipe or FineTuning()
     device = device or get_device()
@@ -202,16 +158,18 @@ def label_budget_experiment(
                 [pool_sequences[i] for i in indices], vocabulary, config.max_len, pool_outcomes[indices]
             )
         base = {"budget": int(budget), "repeat": repeat}
-        for name, encoder in ((PRETRAINED, copy.deepcopy(pretrained)), (SCRATCH, None)):
+        arms = ((PRETRAINED, copy.deepcopy(pretrained)), (SCRATCH, None)) if baselines else ((PRETRAINED, copy.deepcopy(pretrained)),)
+        for name, encoder in arms:
             model, best_step, steps = _fine_tune(
                 encoder, config, parts["fine-tuning"], parts["tuning"], recipe, repeat, device
             )
             probabilities, y = predict_outcome(model, test_loader, device)  # in the loader's (bucketed) order
             rows.append({**base, "model": name, **_scores(y, probabilities), "best_step": best_step, "steps": steps})
-
+        if not baselines:
+            continue
         train_tokens = [pool_sequences[i].tokens for i in fine_tuning]
         tuning_tokens = [pool_sequences[i].tokens for i in tuning]
-        fitted = [bag_of_codes(c).fit(train_tokens, pool_outcomes[fine_tuning]) for c in recipe.bag_of_codes_c]
+        fitted = [bag_of_codes(c).fit(train_tokens, pool_outcomes[fine_tuning]) for c in bag_of_codes_c]
         tuning_auroc = [roc_auc_score(pool_outcomes[tuning], m.predict_proba(tuning_tokens)[:, 1]) for m in fitted]
         best = fitted[int(np.argmax(tuning_auroc))]
         rows.append({**base, "model": BAG_OF_CODES, **_scores(test_outcomes, best.predict_proba(test_tokens)[:, 1])})
@@ -221,24 +179,17 @@ def label_budget_experiment(
 
 
 def summarise_label_budget(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
-    """``mean ± sd`` over the subsamples (sample sd), one row per budget, one column per (metric, model)."""
-    missing = {"budget", "model", *metrics} - set(runs.columns)
-    if missing:
-        raise ValueError(f"runs must be label_budget_experiment's table; it lacks the columns {sorted(missing)}")
-    stats = runs.groupby(["budget", "model"])[list(metrics)].agg(["mean", "std", "count"])
+    """``mean±sd`` over the subsamples (sample sd), one row per budget, one column per (metric, model)."""
+    summary = summarise(runs, ["budget", "model"], metrics)
     models = [model for model in MODELS if model in set(runs["model"])]
     models += [model for model in dict.fromkeys(runs["model"]) if model not in models]
-    budgets = sorted(set(runs["budget"]))
-
-    def cell(budget, model, metric) -> str:
-        if (budget, model) not in stats.index:
-            return ""
-        mean, sd, count = stats.loc[(budget, model), metric]
-        return f"{mean:.3f}" if count < 2 else f"{mean:.3f} ± {sd:.3f}"
-
     table = {
-        (metric.upper(), model): [cell(budget, model, metric) for budget in budgets]
+        (metric.upper(), model): {
+            row.budget: mean_sd(getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_sd"))
+            for row in summary[summary["model"] == model].itertuples()
+        }
         for metric in metrics
         for model in models
     }
-    return pd.DataFrame(table, index=pd.Index(budgets, name="labelled patients"))
+    budgets = sorted(set(runs["budget"]))
+    return pd.DataFrame(table, index=pd.Index(budgets, name="labelled patients")).fillna("")

@@ -9,10 +9,10 @@
 The data are scikit-learn's 1797 handwritten digits, upsampled to ``image_size`` (1 channel),
 split once (stratified, seeded) into a pretraining set, whose labels only the probes and
 fine-tuning read, and a held-out test set. The three methods train the same ViT encoder
-(``config.encoder_config()``, MAE's encoder through ``ViTEncoder``) for the same budget of
+(``config.encoder``, MAE's encoder through ``ViTEncoder``) for the same budget of
 training FLOPs: the budget is what MAE spends in ``budget_mae_steps`` steps of ``batch_size``
 images, and each method gets ``floor(budget / its FLOPs per step)`` steps. FLOPs per step are
-counted once per method and batch size by ``torch.utils.flop_counter`` on one forward and
+counted once per method and batch size by ``models.flops.counted_flops`` on one forward and
 backward pass (``training_flops``); SimCLR's step encodes both views of every image.
 
 Each pretrained encoder is measured by
@@ -20,7 +20,7 @@ Each pretrained encoder is measured by
 * a **linear probe**: logistic regression on its frozen features (the mean of its patch tokens,
   before SimCLR's projection head), trained on the pretraining set's labels, tested on the test set;
 * **fine-tuning** at each label budget: encoder + linear head trained on ``label_budget`` labelled
-  images, a quarter of them kept for early stopping (as ``objectives.finetune_accuracy``);
+  images, part of them kept for early stopping (``core.fine_tune``, as in Labs 4 and 5);
 * its parameter count, steps, FLOPs per step and pretraining wall-clock seconds.
 
 Two floors frame the numbers: a randomly initialised encoder (probed and fine-tuned) and a
@@ -43,10 +43,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.contrastive import SimCLR
-from course_utils.device import by_profile, get_device, seed_everything
+from course_utils.device import get_device, seed_everything
+from course_utils.experiments.core import (
+    FineTuning,
+    finetuned_accuracy,
+    require_ints,
+    require_subset,
+    sized,
+    steps_for_budget,
+    summarise,
+)
+from course_utils.models.flops import counted_flops
 from course_utils.models.mae import MAEConfig, MaskedAutoencoder, extract_features, linear_probe_accuracy
-from course_utils.models.simmim import SimMIM, ViTEncoder
+from course_utils.models.simclr import SimCLR
+from course_utils.models.simmim import SimMIM
+from course_utils.models.vit import ViTEncoder
 from course_utils.train import TrainConfig, fit
 from course_utils.vision import digits
 
@@ -66,50 +77,39 @@ AUGMENTATIONS = {
 class ImageComparisonConfig:
     """Every size of Lab 6's image experiments; ``image_comparison_config()`` picks them by profile."""
 
-    image_size: int = 16
-    patch_size: int = 4
-    dim: int = 32
-    depth: int = 2
-    num_heads: int = 4
-    decoder_dim: int = 32
-    decoder_depth: int = 1
-    decoder_num_heads: int = 4
-    norm_pix_loss: bool = False  # MAE and SimMIM: score against per-patch normalised pixels
+    encoder: MAEConfig = field(  # the ViT every method trains (one channel); the decoder sizes are MAE's own
+        default_factory=lambda: MAEConfig(
+            image_size=16, patch_size=4, channels=1, dim=32, depth=2, num_heads=4,
+            decoder_dim=32, decoder_depth=1, decoder_num_heads=4,
+        )
+    )
+    # what each method adds
     mae_mask_ratio: float = 0.75
     simmim_mask_ratio: float = 0.6
     projection_dim: int = 64  # SimCLR's projection head: dim -> dim -> projection_dim
     temperature: float = 0.2
     crop_min_scale: float = 0.5  # the smallest crop, a fraction of the image's area (SimCLR: 0.08; a digit needs more)
     masked_augmentation: str = "none"  # what MAE and SimMIM see in compare_methods (a key of AUGMENTATIONS)
+    # pretraining at equal FLOPs
     batch_size: int = 64
     budget_mae_steps: int = 400  # the FLOP budget: what MAE spends in this many steps of batch_size images
     learning_rate: float = 3e-3
+    # probes, fine-tuning and the runs
     test_fraction: float = 0.3
     label_budgets: tuple[int, ...] = (50, 500)
-    finetune_steps: int = 80
-    finetune_batch_size: int = 32
-    finetune_learning_rate: float = 2e-3
-    finetune_eval_every: int = 10
-    finetune_patience: int = 3
+    finetune: FineTuning = field(
+        default_factory=lambda: FineTuning(max_steps=80, eval_every=10, patience=3, lr=2e-3, warmup_steps=8)
+    )
     probe_max_iter: int = 1000
     seeds: tuple[int, ...] = (0, 1, 2)
     sweep_batch_sizes: tuple[int, ...] = (16, 64, 256)
     methods: tuple[str, ...] = METHODS
 
     def __post_init__(self):
-        unknown = [name for name in self.methods if name not in METHODS]
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {self.methods!r}")
-        if not self.seeds or any(not isinstance(seed, int) or seed < 0 for seed in self.seeds):
-            raise ValueError(f"seeds must be a non-empty tuple of non-negative ints, got {self.seeds!r}")
-        if not self.label_budgets or any(not isinstance(b, int) or b < 4 for b in self.label_budgets):
-            raise ValueError(
-                f"label_budgets must be ints >= 4 (a quarter is kept for early stopping), got {self.label_budgets!r}"
-            )
-        if not self.sweep_batch_sizes or any(not isinstance(b, int) or b < 2 for b in self.sweep_batch_sizes):
-            raise ValueError(
-                f"sweep_batch_sizes must be ints >= 2 (SimCLR needs negatives), got {self.sweep_batch_sizes!r}"
-            )
+        require_subset("methods", self.methods, METHODS)
+        require_ints("seeds", self.seeds, 0)
+        require_ints("label_budgets", self.label_budgets, 4, "part of each is kept for early stopping")
+        require_ints("sweep_batch_sizes", self.sweep_batch_sizes, 2, "SimCLR needs negatives")
         if not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise ValueError(f"batch_size must be an int >= 2 (SimCLR needs negatives), got {self.batch_size!r}")
         if not isinstance(self.budget_mae_steps, int) or self.budget_mae_steps < 1:
@@ -125,67 +125,33 @@ class ImageComparisonConfig:
             raise ValueError(
                 f"masked_augmentation must be one of {tuple(AUGMENTATIONS)}, got {self.masked_augmentation!r}"
             )
-        self.encoder_config()  # MAEConfig checks the sizes
-
-    def encoder_config(self) -> MAEConfig:
-        """The ViT every method trains (1 channel); the decoder fields are MAE's own."""
-        return MAEConfig(
-            image_size=self.image_size,
-            patch_size=self.patch_size,
-            channels=1,
-            dim=self.dim,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            decoder_dim=self.decoder_dim,
-            decoder_depth=self.decoder_depth,
-            decoder_num_heads=self.decoder_num_heads,
-            norm_pix_loss=self.norm_pix_loss,
-        )
+        if not isinstance(self.encoder, MAEConfig) or self.encoder.channels != 1:
+            raise ValueError(f"encoder must be a one-channel MAEConfig (the digits are grey), got {self.encoder!r}")
 
 
 def image_comparison_config(profile: str | None = None, **overrides) -> ImageComparisonConfig:
     """The sizes for ``profile`` (default: the current one), with ``overrides`` applied."""
-    sizes = by_profile(
-        profile=profile,
+    # fmt: off
+    return sized(
+        ImageComparisonConfig, profile, overrides,
         ci=dict(
-            image_size=8,
-            patch_size=4,
-            dim=16,
-            depth=1,
-            num_heads=2,
-            decoder_dim=16,
-            decoder_num_heads=2,
-            projection_dim=16,
-            batch_size=16,
-            budget_mae_steps=6,
-            label_budgets=(12, 20),
-            finetune_steps=6,
-            finetune_batch_size=8,
-            finetune_eval_every=3,
-            finetune_patience=2,
-            probe_max_iter=200,
-            seeds=(0, 1),
-            sweep_batch_sizes=(8, 32),
+            encoder=MAEConfig(image_size=8, patch_size=4, channels=1, dim=16, depth=1, num_heads=2,
+                              decoder_dim=16, decoder_depth=1, decoder_num_heads=2),
+            projection_dim=16, batch_size=16, budget_mae_steps=6, seeds=(0, 1), sweep_batch_sizes=(8, 32),
+            probe_max_iter=200, label_budgets=(12, 20),
+            finetune=FineTuning(max_steps=6, eval_every=3, patience=2, lr=2e-3, warmup_steps=1, batch_size=8),
         ),
         cpu=dict(),
         gpu=dict(
-            image_size=32,
-            dim=192,
-            depth=6,
-            num_heads=6,
-            decoder_dim=128,
-            decoder_depth=2,
+            encoder=MAEConfig(image_size=32, patch_size=4, channels=1, dim=192, depth=6, num_heads=6,
+                              decoder_dim=128, decoder_depth=2, decoder_num_heads=4),
             projection_dim=128,
-            batch_size=256,
-            budget_mae_steps=3000,
-            learning_rate=1e-3,
-            finetune_steps=400,
-            finetune_eval_every=25,
-            seeds=(0, 1, 2, 3, 4),
+            batch_size=256, budget_mae_steps=3000, learning_rate=1e-3, seeds=(0, 1, 2, 3, 4),
             sweep_batch_sizes=(32, 128, 512, 1024),
+            finetune=FineTuning(max_steps=400, eval_every=25, patience=3, lr=2e-3, warmup_steps=40),
         ),
     )
-    return ImageComparisonConfig(**(sizes | overrides))
+    # fmt: on
 
 
 # --------------------------------------------------------------------------- data
@@ -202,10 +168,10 @@ class DigitSplit:
 
 
 def split_digits(config: ImageComparisonConfig, seed: int = 0) -> DigitSplit:
-    """``vision.digits(config.image_size)`` split stratified by label, ``config.test_fraction`` held out."""
+    """``vision.digits(config.encoder.image_size)`` split stratified by label, ``config.test_fraction`` held out."""
     from sklearn.model_selection import train_test_split
 
-    images, labels = digits(config.image_size)
+    images, labels = digits(config.encoder.image_size)
     train, test = train_test_split(
         torch.arange(len(labels)), test_size=config.test_fraction, stratify=labels, random_state=seed
     )
@@ -287,11 +253,11 @@ def pretraining_batches(
 
 
 def build_model(method: str, config: ImageComparisonConfig) -> nn.Module:
-    """A fresh pretraining model for ``method`` around ``config.encoder_config()``."""
+    """A fresh pretraining model for ``method`` around ``config.encoder``."""
     _check_method(method)
-    sizes = config.encoder_config()
+    sizes = config.encoder
     if method == "simclr":
-        return SimCLR(sizes, hidden_dim=config.dim, out_dim=config.projection_dim, temperature=config.temperature)
+        return SimCLR(sizes, hidden_dim=config.encoder.dim, out_dim=config.projection_dim, temperature=config.temperature)
     return MaskedAutoencoder(sizes) if method == "mae" else SimMIM(sizes)
 
 
@@ -309,25 +275,13 @@ def pretraining_loss(method: str, config: ImageComparisonConfig, model: nn.Modul
 def training_flops(method: str, config: ImageComparisonConfig, batch_size: int) -> int:
     """FLOPs of one training step (forward + backward) of ``method`` on ``batch_size`` images.
 
-    Counted by ``torch.utils.flop_counter`` on a fresh CPU model and random images, attention on
-    SDPA's math backend (the counter has no formula for the fused CPU kernel). SimCLR's step
+    Counted by ``models.flops.counted_flops`` on a fresh CPU model and random images. SimCLR's step
     encodes ``2 x batch_size`` views; the optimiser's update is not counted.
     """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = build_model(method, config).train()
-    shape = (batch_size, 1, config.image_size, config.image_size)
+    shape = (batch_size, 1, config.encoder.image_size, config.encoder.image_size)
     batch = (torch.rand(shape), torch.rand(shape)) if method == "simclr" else torch.rand(shape)
-    counter = FlopCounterMode(display=False)
-    with sdpa_kernel(SDPBackend.MATH), counter:
-        pretraining_loss(method, config, model, batch).backward()
-    return counter.get_total_flops()
-
-
-def steps_for_budget(budget_flops: float, flops_per_step: float) -> int:
-    """``floor(budget / flops_per_step)``, at least 1 (a hair of tolerance so MAE's own division is exact)."""
-    return max(1, math.floor(budget_flops / flops_per_step + 1e-9))
+    return counted_flops(lambda: pretraining_loss(method, config, model, batch))
 
 
 def pretrained_encoder(method: str, model: nn.Module) -> ViTEncoder:
@@ -412,80 +366,22 @@ class ImageClassifier(nn.Module):
         dim = encoder.config.dim
         self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, num_classes))
 
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """imgs ``[B, C, H, W]`` -> logits ``[B, classes]``."""
-        pooled = self.encoder(imgs)[:, 1:].mean(dim=1)  # [B, 1+L, D] -> [B, D]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, C, H, W]`` -> logits ``[B, classes]``."""
+        pooled = self.encoder(images)[:, 1:].mean(dim=1)  # [B, 1+L, D] -> [B, D]
         return self.head(pooled)  # [B, classes]
 
 
-@torch.no_grad()
-def classification_accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
-) -> float:
-    """Accuracy of ``model`` on ``images`` ``[N, C, H, W]`` against ``labels`` ``[N]``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    predictions = torch.cat([model(chunk.to(device)).argmax(1).cpu() for chunk in images.split(batch_size)])
-    model.train(was_training)
-    return float((predictions == labels).float().mean())
-
-
-def _labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """Endless shuffled ``(images [B, C, H, W], labels [B])`` batches."""
-    while True:
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images) - batch_size + 1, batch_size):
-            chosen = order[start : start + batch_size]
-            yield images[chosen], labels[chosen]
-
-
 def finetune_accuracy(
-    encoder: ViTEncoder,
-    data: DigitSplit,
-    label_budget: int,
-    config: ImageComparisonConfig,
-    seed: int = 0,
-    device: torch.device | None = None,
+    encoder: ViTEncoder, data: DigitSplit, label_budget: int, recipe: FineTuning, seed: int, device: torch.device
 ) -> float:
-    """Test accuracy after fine-tuning a copy of ``encoder`` plus a linear head on ``label_budget`` labelled images.
-
-    The labelled images are drawn at random (``seed``) from ``data.train_*``; a quarter of them is
-    kept for early stopping (``fit(..., monitor="accuracy")``), the rest trains. ``encoder`` is untouched.
-    """
-    available = len(data.train_labels)
-    if isinstance(label_budget, bool) or not isinstance(label_budget, int) or not 4 <= label_budget <= available:
-        raise ValueError(f"label_budget must be an int in [4, {available}], got {label_budget!r}")
-    device = device or get_device()
-    generator = seed_everything(seed)
-    chosen = torch.randperm(available, generator=torch.Generator().manual_seed(seed * 100_003 + label_budget))
-    chosen = chosen[:label_budget]
-    validation, training = chosen[: label_budget // 4], chosen[label_budget // 4 :]
-    classifier = ImageClassifier(copy.deepcopy(encoder)).to(device)
-    stream = _labelled_batches(
-        data.train_images[training],
-        data.train_labels[training],
-        min(config.finetune_batch_size, len(training)),
-        generator,
-    )
-    schedule = TrainConfig(
-        steps=config.finetune_steps,
-        lr=config.finetune_learning_rate,
-        eval_every=config.finetune_eval_every,
-        patience=config.finetune_patience,
-        live_plot=False,
-    )
-    validation_images, validation_labels = data.train_images[validation], data.train_labels[validation]
-    fit(
-        classifier,
-        stream,
-        lambda model, batch: F.cross_entropy(model(batch[0]).float(), batch[1]),
-        schedule,
-        device,
-        evaluate=lambda model: {"accuracy": classification_accuracy(model, validation_images, validation_labels)},
-        monitor="accuracy",
-    )
-    return classification_accuracy(classifier, data.test_images, data.test_labels)
+    """Test accuracy after fine-tuning a copy of ``encoder`` plus a linear head on ``label_budget`` labelled images
+    of ``data.train_*`` (``core.finetuned_accuracy``); ``encoder`` is untouched."""
+    seed_everything(seed)
+    classifier = ImageClassifier(copy.deepcopy(encoder))
+    train = dict(images=data.train_images, labels=data.train_labels)
+    test = dict(images=data.test_images, labels=data.test_labels)
+    return finetuned_accuracy(classifier, train, test, label_budget, recipe, seed, device)
 
 
 def finetune_metric(label_budget: int) -> str:
@@ -507,13 +403,9 @@ class MethodComparison:
 
     @property
     def table(self) -> pd.DataFrame:
-        """One row per method: parameters, steps, FLOPs per step, then mean and sd of each metric over seeds."""
-        groups = self.runs.groupby("method", sort=False)
-        fixed = groups[["parameters", "encoder_parameters", "steps", "flops_per_step"]].first()
-        means = groups[self.metrics].mean().add_suffix("_mean")
-        summary = pd.concat([means, groups[self.metrics].std(ddof=1).add_suffix("_sd")], axis=1)
-        ordered = [f"{metric}_{stat}" for metric in self.metrics for stat in ("mean", "sd")]
-        return fixed.join(summary[ordered]).reset_index()
+        """One row per method: parameters, steps, FLOPs per step, then each metric's mean, sd and interval over seeds."""
+        fixed = ["parameters", "encoder_parameters", "steps", "flops_per_step"]
+        return summarise(self.runs, "method", self.metrics, fixed=fixed)
 
 
 def _check_data_fits(config: ImageComparisonConfig, data: DigitSplit) -> None:
@@ -545,7 +437,7 @@ def compare_methods(
         for method in (*config.methods, "random encoder"):
             if method == "random encoder":
                 seed_everything(seed)
-                model, steps, per_step, seconds = ViTEncoder(config.encoder_config()).to(device), 0, 0, 0.0
+                model, steps, per_step, seconds = ViTEncoder(config.encoder).to(device), 0, 0, 0.0
                 encoder = model
             else:
                 per_step = flops[method]
@@ -563,7 +455,7 @@ def compare_methods(
                 pretraining_seconds=seconds,
             )
             for label_budget in config.label_budgets:
-                accuracy = finetune_accuracy(encoder, data, label_budget, config, seed, device)
+                accuracy = finetune_accuracy(encoder, data, label_budget, config.finetune, seed, device)
                 row[finetune_metric(label_budget)] = accuracy
             runs.append(row)
         runs.append(
