@@ -5,6 +5,7 @@
 #   make release  regenerate notebooks/ from solutions/ with nbgrader (FORCE=1 backs up work it overwrites)
 #   make grade NB=path/to/notebook.ipynb   autograde one notebook and print the table
 #   make bench    run the ratio benchmarks
+#   make labs     run the solution notebooks unattended (PROFILE=gpu by default, LABS="lab02_bert ...", MAX_STEPS=N)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,11 @@ export PATH := $(BIN):$(PATH)
 
 NB ?=
 
-.PHONY: install lab test check release grade bench constraints
+.PHONY: install lab test check release grade bench labs constraints
+
+PROFILE ?= gpu
+LABS ?=
+MAX_STEPS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +48,9 @@ grade: install
 
 bench: install
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+labs: install
+	$(BIN)/python -m course_utils run-labs --profile $(PROFILE) --out runs/$(PROFILE) $(if $(LABS),--labs $(LABS)) $(if $(MAX_STEPS),--max-steps $(MAX_STEPS))
 
 constraints: install
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^course' > constraints.txt.new

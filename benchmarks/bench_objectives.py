@@ -45,7 +45,7 @@ def matmul_flops_per_second(steps: int) -> float:
 
 def objective_steps(config):
     """Per objective: a zero-argument training step and its analytic FLOPs."""
-    corpus = make_corpus(2_000, seed=0)
+    corpus = make_corpus(2_000, seed=0, shares=config.shares)  # the comparison's fact-dense mix
     tokenizer = train_tokenizer(corpus.train, vocab_size=config.tokenizer_vocab_size)
     batch = encode_batch(tokenizer, corpus.train[: config.batch_size])
     seq_len = batch["input_ids"].shape[1]

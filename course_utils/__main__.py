@@ -6,11 +6,14 @@ python -m course_utils release [LAB ...] [--check] [--force]
 python -m course_utils export-student DIR             write a student copy of the course (no solutions)
 python -m course_utils autograde SUBMISSIONS --out RESULTS [options]
                                                       grade a whole class; see `autograde --help`
+python -m course_utils run-labs [--profile P] [--labs LAB ...] [--out DIR] [--max-steps N]
+                                                      run the solution notebooks, writing as they go
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from course_utils import grading
@@ -90,6 +93,19 @@ def _autograde(args) -> int:
     return 0
 
 
+def _run_labs(args) -> int:
+    from course_utils.labs import run_labs
+
+    try:
+        summaries = run_labs(args.profile, args.out, args.labs or None, args.max_steps)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for summary in summaries:
+        print(json.dumps(summary))
+    return 1 if any(summary["failing_cells"] for summary in summaries) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m course_utils", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         help="grade even where no sandbox can be had (student code then runs unconfined)",
     )
     auto.set_defaults(run=_autograde)
+    labs = commands.add_parser(
+        "run-labs",
+        help="run the solution notebooks one after another, saving each cell's output and a summary line per lab",
+    )
+    labs.add_argument("--profile", default="gpu", help="ci, cpu or gpu (default gpu)")
+    labs.add_argument("--labs", nargs="*", help="lab folders to run (default: all)")
+    labs.add_argument("--out", default="runs", help="folder for the executed notebooks and summary.jsonl")
+    labs.add_argument("--max-steps", type=int, default=None, help="cap every training loop (COURSE_MAX_STEPS)")
+    labs.set_defaults(run=_run_labs)
     args = parser.parse_args(argv)
     return args.run(args)
 

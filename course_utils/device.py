@@ -13,7 +13,8 @@ The profile sizes data, model and steps so that one notebook fits its budget:
 * ``gpu`` -- a CUDA or Apple GPU, scaled up.
 
 ``COURSE_DEVICE`` (``cuda``, ``cuda:1``, ``mps``, ``cpu``) and ``COURSE_PROFILE``
-(``ci``, ``cpu``, ``gpu``) override the automatic choices.
+(``ci``, ``cpu``, ``gpu``) override the automatic choices; ``COURSE_MAX_STEPS=N`` caps every
+training loop (``train.fit``) at N optimiser steps in any profile.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ def get_device() -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def max_steps() -> int | None:
+    """``COURSE_MAX_STEPS`` as a positive int (every ``train.fit`` stops there), or None when unset."""
+    requested = os.environ.get("COURSE_MAX_STEPS", "").strip()
+    if not requested:
+        return None
+    if not requested.isdigit() or int(requested) < 1:
+        raise ValueError(f"COURSE_MAX_STEPS={requested!r} is not a step count; expected a positive integer")
+    return int(requested)
 
 
 def get_profile() -> str:

@@ -168,10 +168,10 @@ def held_out_templates(fact_index: int) -> set[int]:
     return {(fact_index * HELD_OUT_PER_FACT + k) % len(CAPITAL_TEMPLATES) for k in range(HELD_OUT_PER_FACT)}
 
 
-def _fact_sentence(rng: random.Random, seen_only: bool) -> str:
+def _fact_sentence(rng: random.Random, seen_only: bool, language_fraction: float = 0.2) -> str:
     index = rng.randrange(len(COUNTRIES))
     country, city, language = COUNTRIES[index]
-    if rng.random() < 0.2:
+    if rng.random() < language_fraction:
         return rng.choice(LANGUAGE_TEMPLATES).format(country=country, language=language)
     allowed = [t for i, t in enumerate(CAPITAL_TEMPLATES) if not (seen_only and i in held_out_templates(index))]
     return rng.choice(allowed).format(country=country, city=city)
@@ -192,11 +192,31 @@ def _agreement_sentence(rng: random.Random) -> str:
     )
 
 
-def _sentence(rng: random.Random, seen_only: bool) -> str:
+@dataclass(frozen=True)
+class CorpusShares:
+    """What share of ``make_corpus``'s sentences is of each kind; the defaults are Lab 2's corpus.
+
+    ``fact_share`` of the sentences are facts, ``language_fraction`` of those a language fact and the rest a
+    capital fact; ``clinical_share`` are clinical notes; the remainder are agreement sentences.
+    """
+
+    fact_share: float = 0.6
+    language_fraction: float = 0.2
+    clinical_share: float = 0.2
+
+    def __post_init__(self):
+        for name in ("fact_share", "language_fraction", "clinical_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.fact_share + self.clinical_share > 1.0 + 1e-9:
+            raise ValueError(f"fact_share + clinical_share must be <= 1, got {self.fact_share + self.clinical_share}")
+
+
+def _sentence(rng: random.Random, seen_only: bool, shares: CorpusShares = CorpusShares()) -> str:
     kind = rng.random()
-    if kind < 0.6:
-        return _fact_sentence(rng, seen_only)
-    if kind < 0.8:
+    if kind < shares.fact_share:
+        return _fact_sentence(rng, seen_only, shares.language_fraction)
+    if kind < shares.fact_share + shares.clinical_share:
         return _clinical_sentence(rng)
     return _agreement_sentence(rng)
 
@@ -221,8 +241,12 @@ def seen_fact_probes(train: list[str]) -> list[FactProbe]:
     ]
 
 
-def make_corpus(num_sentences: int, seed: int = 0, heldout_fraction: float = 0.1) -> Corpus:
+def make_corpus(
+    num_sentences: int, seed: int = 0, heldout_fraction: float = 0.1, shares: CorpusShares | None = None
+) -> Corpus:
     """``num_sentences`` training sentences (a mix of facts, clinical notes and agreement) and held-out text.
+
+    ``shares`` (a ``CorpusShares``; default: Lab 2's mix) sets how many sentences are of each kind.
 
     Training never contains a held-out capital phrasing. ``heldout`` holds about
     ``heldout_fraction * num_sentences`` sentences that do not occur in ``train``, the
@@ -232,15 +256,16 @@ def make_corpus(num_sentences: int, seed: int = 0, heldout_fraction: float = 0.1
         raise ValueError(f"num_sentences must be a positive int, got {num_sentences!r}")
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    shares = shares or CorpusShares()
     rng = random.Random(seed)
-    train = [_sentence(rng, seen_only=True) for _ in range(num_sentences)]
+    train = [_sentence(rng, seen_only=True, shares=shares) for _ in range(num_sentences)]
     seen = set(train)
     unseen_phrasings = [probe.text.replace("[MASK]", probe.answer) for probe in fact_probes()]
     heldout, attempts = [], 0
     wanted = max(1, round(heldout_fraction * num_sentences))
     while len(heldout) < wanted and attempts < 50 * wanted:
         attempts += 1
-        sentence = _sentence(rng, seen_only=False)
+        sentence = _sentence(rng, seen_only=False, shares=shares)
         if sentence not in seen:
             heldout.append(sentence)
     return Corpus(

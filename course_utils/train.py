@@ -13,6 +13,9 @@ loss plot in notebooks.
 into ``history.evaluations``. With ``monitor`` (a metric where higher is better) the model ends
 with the weights of its best evaluation; with ``config.patience`` too, training stops after
 ``patience`` evaluations without improvement (early stopping).
+
+``COURSE_MAX_STEPS=N`` (``device.max_steps``) caps every ``fit`` at N optimiser steps, whatever the
+profile: a quick end-to-end check of a profile's data and model sizes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_utils.device import autocast, autocast_dtype, get_device
+from course_utils.device import autocast, autocast_dtype, get_device, max_steps
 
 
 @dataclass
@@ -129,7 +132,8 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     monitor: str | None = None,
 ) -> History:
-    """Train ``model`` for up to ``config.steps`` optimiser steps, cycling over ``batches``; leave it in eval mode.
+    """Train ``model`` for up to ``config.steps`` optimiser steps (at most ``COURSE_MAX_STEPS``), cycling over
+    ``batches``; leave it in eval mode.
 
     ``evaluate`` (called in eval mode, without gradients) and ``monitor`` are described in the module docstring.
     """
@@ -147,7 +151,9 @@ def fit(
 
     plot = _live_plot(config) if config.live_plot else None
     stream = _forever(batches)
-    progress = tqdm(range(config.steps), desc="train", leave=False)
+    cap = max_steps()
+    last = config.steps if cap is None else min(config.steps, cap)
+    progress = tqdm(range(last), desc="train", leave=False)
     for step in progress:
         batch = to_device(next(stream), device)
         with autocast(device):
@@ -164,11 +170,11 @@ def fit(
         history.steps.append(step + 1)
         history.losses.append(loss.item())
         history.lrs.append(scheduler.get_last_lr()[0])
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+        if (step + 1) % config.log_every == 0 or step + 1 == last:
             progress.set_postfix(loss=f"{history.smoothed()[-1]:.3f}")
             if plot is not None:
                 plot.update(history)
-        if evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == config.steps):
+        if evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == last):
             metrics = _evaluate(model, evaluate)
             history.evaluations.append({"step": step + 1, **metrics})
             if monitor is not None:

@@ -173,3 +173,24 @@ def cifar10(root: str = "data", train: bool = True, download: bool = False):
 
     transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
     return CIFAR10(root, train=train, transform=transform, download=download)
+
+
+def place_digits(digits: torch.Tensor, canvas_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Paste every image of ``digits`` ``[N, C, s, s]`` at a random whole-pixel offset on a black canvas.
+
+    Returns ``[N, C, canvas_size, canvas_size]``: image i's top-left corner at ``(row, column)``, each drawn
+    uniformly from ``0 .. canvas_size - s`` (from ``generator``, on the CPU); the rest of the canvas is 0.
+    """
+    if digits.dim() != 4 or digits.shape[-1] != digits.shape[-2]:
+        raise ValueError(f"digits must be square images [N, C, s, s], got shape {tuple(digits.shape)}")
+    N, C, s, _ = digits.shape
+    if not isinstance(canvas_size, int) or canvas_size < s:
+        raise ValueError(f"canvas_size must be an int >= the digit size {s}, got {canvas_size!r}")
+    offsets = torch.randint(0, canvas_size - s + 1, (N, 2), generator=generator)  # [N, 2] (row, column)
+    canvas = torch.arange(canvas_size)
+    rows = canvas[None, :] - offsets[:, :1]  # [N, S]: the digit's row shown at each canvas row
+    columns = canvas[None, :] - offsets[:, 1:]  # [N, S]
+    inside = ((rows >= 0) & (rows < s))[:, :, None] & ((columns >= 0) & (columns < s))[:, None, :]  # [N, S, S]
+    rows, columns = rows.clamp(0, s - 1), columns.clamp(0, s - 1)
+    placed = digits[torch.arange(N)[:, None, None], :, rows[:, :, None], columns[:, None, :]]  # [N, S, S, C]
+    return placed.permute(0, 3, 1, 2) * inside[:, None].to(digits.dtype)  # [N, C, S, S]

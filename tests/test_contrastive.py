@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from course_utils.contrastive import augmentations, nt_xent_loss, two_views
+from course_utils.contrastive import (
+    CROP_SCALE,
+    TEMPERATURE,
+    augmentations,
+    digit_augmentations,
+    nt_xent_loss,
+    random_translate,
+    two_views,
+)
 from course_utils.models import MAEConfig, MaskedAutoencoder
 from course_utils.models.simclr import SimCLR
 from course_utils.models.simmim import SimMIM
@@ -125,7 +133,7 @@ def test_views_keep_shape_and_dtype(channels, dtype):
 
 def test_each_image_and_each_view_is_augmented_on_its_own():
     """Eight copies of one image: per-image draws give eight different views, and view 1 differs from view 2.
-    Two draws of a crop covering 20-100% at a random position coincide with probability ~0."""
+    Two draws of a crop covering 8-100% at a random position coincide with probability ~0."""
     images = torch.rand(1, 3, 16, 16).expand(8, -1, -1, -1)
     view1, view2 = two_views(images, augmentations(16, 3), torch.Generator().manual_seed(3))
     assert all(not torch.equal(view1[i], view1[j]) for i in range(8) for j in range(i + 1, 8))
@@ -138,6 +146,78 @@ def test_views_from_a_generator_leave_the_global_rng_alone_and_advance_the_gener
     first = two_views(images, transform, generator)
     assert torch.equal(torch.get_rng_state(), state)
     assert not torch.equal(two_views(images, transform, generator)[0], first[0])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_views_from_a_generator_do_not_depend_on_the_global_rng():
+    images, transform = torch.rand(3, 1, 16, 16), digit_augmentations()
+    torch.manual_seed(1)
+    first = two_views(images, transform, torch.Generator().manual_seed(4))
+    torch.manual_seed(2)
+    again = two_views(images, transform, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_the_simclr_defaults_are_the_papers_crop_and_imagenet_temperature():
+    assert CROP_SCALE == (0.08, 1.0) and TEMPERATURE == 0.1
+    assert "scale=(0.08, 1.0)" in repr(augmentations(16, 3))
+    model = SimCLR(MAEConfig(**SMALL))
+    assert model.temperature == TEMPERATURE
+    assert model.projection_head[-1].out_features == SMALL["dim"] // 2  # the head narrows, as the paper's
+
+
+def one_pixel_images(count: int, size: int = 16) -> torch.Tensor:
+    """``[count, 1, size, size]`` black images with one white pixel in the centre: a shift moves its centroid."""
+    images = torch.zeros(count, 1, size, size)
+    images[:, :, size // 2, size // 2] = 1.0
+    return images
+
+
+def centroid_shift(images: torch.Tensor) -> torch.Tensor:
+    """``[B, 2]`` the (x, y) shift of each image's centre of mass from the centre pixel of ``one_pixel_images``."""
+    size = images.shape[-1]
+    grid = torch.arange(size, dtype=torch.float32)
+    mass = images.sum(dim=(1, 2, 3))
+    x = (images.sum(dim=(1, 2)) * grid).sum(-1) / mass
+    y = (images.sum(dim=(1, 3)) * grid).sum(-1) / mass
+    return torch.stack([x, y], dim=1) - size // 2
+
+
+def test_batched_translation_draws_v2_random_affines_shifts_before_rounding():
+    """v2.RandomAffine(translate=(a, a)) shifts by round(U(-a W, a W)) whole pixels; random_translate by U(-a W, a W).
+
+    With 4000 images each whole-pixel shift k of -2..2 has probability p_k (0.1875 at +-2, 0.2083 otherwise, for
+    a 16-pixel side and a = 0.15). Both histograms must lie within 6 sd of 4000 p_k (a correct sampler misses
+    with probability below 1e-8 per count), and the batched shifts must fill the range continuously.
+    """
+    count, translate = 4000, 0.15
+    images = one_pixel_images(count)
+    batched = centroid_shift(random_translate(images, translate, torch.Generator().manual_seed(0)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transform = digit_augmentations(translate)
+        reference = centroid_shift(torch.stack([transform(image) for image in images]))
+    limit = translate * 16
+    assert batched.abs().max() <= limit + 1e-4 and reference.abs().max() <= round(limit)
+    assert torch.allclose(reference, reference.round(), atol=1e-4)  # v2 moves by whole pixels
+    p = {k: (min(k + 0.5, limit) - max(k - 0.5, -limit)) / (2 * limit) for k in range(-2, 3)}
+    for shifts in (batched.round(), reference.round()):
+        for axis in range(2):
+            for k, pk in p.items():
+                observed = int((shifts[:, axis] == k).sum())
+                assert abs(observed - count * pk) < 6 * math.sqrt(count * pk * (1 - pk)), (axis, k, observed)
+    assert (batched - batched.round()).abs().max() > 0.4  # fractions kept, not rounded
+
+
+def test_batched_translation_moves_each_image_on_its_own_and_is_reproducible():
+    images = one_pixel_images(64)
+    first = random_translate(images, 0.15, torch.Generator().manual_seed(1))
+    again = random_translate(images, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(first, again)
+    assert centroid_shift(first).unique(dim=0).shape[0] > 32
+    torch.testing.assert_close(random_translate(images, 0.0), images)
+    with pytest.raises(ValueError, match="translate"):
+        random_translate(images, 1.5)
 
 
 def test_colour_distortion_applies_to_colour_images_only():

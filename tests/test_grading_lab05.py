@@ -124,6 +124,13 @@ VARIANTS = {
             "as if they were probabilities",
             SAMPLER.format(body="return torch.multinomial(generator_logits.detach(), 1, generator=generator).squeeze(1)"),
         ),
+        "a generator of its own, seeded once": (
+            "two different generators gave the same draws",
+            SAMPLER.format(
+                body="own = torch.Generator().manual_seed(0)\n"
+                "    return torch.multinomial(generator_logits.detach().softmax(-1), 1, generator=own).squeeze(1)"
+            ),
+        ),
         "the generator ignored": (
             "the same generator seed must give the same samples",
             SAMPLER.format(body="return torch.multinomial(generator_logits.detach().softmax(-1), 1).squeeze(1)"),
@@ -251,6 +258,13 @@ VARIANTS = {
             "from its own position",
             NEXT_TOKEN.format(
                 body="real = attention_mask.bool()\n    return F.cross_entropy(logits[real], input_ids[real])"
+            ),
+        ),
+        "token id 0 taken for padding": (
+            "you took token id 0 for padding",
+            NEXT_TOKEN.format(
+                body="real = input_ids[:, 1:] != 0\n"
+                "    return F.cross_entropy(logits[:, :-1][real], input_ids[:, 1:][real])"
             ),
         ),
         "padding as a target": (

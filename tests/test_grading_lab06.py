@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent_loss(z1, z2, temperature=0.5):
+def nt_xent_loss(z1, z2, temperature=0.1):
     {body}
 """
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from course_utils.contrastive import nt_xent_loss as reference_nt_xent_loss
 
 
-def simclr_loss(encoder, projection_head, view1, view2, temperature=0.5):
+def simclr_loss(encoder, projection_head, view1, view2, temperature=0.1):
     {body}
 """
 
@@ -74,6 +74,24 @@ VARIANTS = {
                 "                augmented.append(transform(image))\n"
                 "        views.append(torch.stack(augmented))\n"
                 "    return tuple(views)"
+            ),
+        ),
+        "the global RNG saved and restored by hand": (
+            FULL,
+            VIEWS.format(
+                body="state = torch.get_rng_state()\n"
+                "    torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))\n"
+                "    try:\n"
+                "        return tuple(torch.stack([transform(image) for image in images]) for _ in range(2))\n"
+                "    finally:\n"
+                "        torch.set_rng_state(state)"
+            ),
+        ),
+        "the global RNG seeded and left changed": (
+            "changed the caller's global RNG",
+            VIEWS.format(
+                body="torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))\n"
+                "    return tuple(torch.stack([transform(image) for image in images]) for _ in range(2))"
             ),
         ),
         "the transform applied to the whole batch": (

@@ -19,14 +19,23 @@ from course_utils.experiments.core import FineTuning
 from course_utils.experiments.objective_comparison import (
     FACT_CHECK_HELD_OUT_CAPITAL_TEMPLATES,
     FACT_CHECK_HELD_OUT_LANGUAGE_TEMPLATES,
+    PAIR_METRICS,
+    agreement_pairs,
+    answer_ranks,
+    auc,
     build_model,
     candidate_scores,
     capital_candidates,
+    chance_floor,
     compare_objectives,
     comparison_config,
     fact_check_metric,
     fact_check_task,
+    phrasing_prior,
     probe_batch,
+    probe_metrics,
+    reading,
+    sentence_scores,
 )
 from course_utils.masking import IGNORE_INDEX, mask_tokens
 from course_utils.models.albert import (
@@ -56,7 +65,15 @@ from course_utils.models.permutation_lm import (
     two_stream_block,
 )
 from course_utils.models.transformer import TransformerBlock
-from course_utils.text import CAPITAL_TEMPLATES, COUNTRIES, LANGUAGE_TEMPLATES, make_corpus, train_tokenizer
+from course_utils.text import (
+    CAPITAL_TEMPLATES,
+    COUNTRIES,
+    LANGUAGE_TEMPLATES,
+    CorpusShares,
+    FactProbe,
+    make_corpus,
+    train_tokenizer,
+)
 
 V = 40
 SPECIALS = (0, 1, 2, 3, 4)
@@ -173,6 +190,20 @@ def test_sample_replacements_follows_the_softmax():
         assert low <= counts[token] <= high, (token, int(counts[token]), draws * p)
 
 
+def test_sample_replacements_draws_through_the_generator_passed_in():
+    logits = torch.zeros(200, 10)
+    torch.manual_seed(0)
+    first = sample_replacements(logits, torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    second = sample_replacements(logits, torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    again = sample_replacements(logits, torch.Generator().manual_seed(1))
+    # 200 uniform draws over 10 tokens agree in every row with probability 10^-200
+    assert not torch.equal(first, second), "different generators must give different draws"
+    assert torch.equal(first, again), "the same generator seed must give the same draws, whatever the global state"
+    assert sample_replacements(logits[:1], torch.Generator().manual_seed(0)).shape == (1,)
+
+
 def test_electra_step_matches_a_reference_built_from_its_parts():
     config = small_config()
     model = perturbed(ElectraForPretraining(config, generator_width_fraction=0.5))
@@ -250,6 +281,24 @@ def test_next_token_loss_matches_a_loop_over_positions():
     with torch.no_grad():
         full = next_token_loss(model(input_ids, attention_mask), input_ids, attention_mask)
         assert torch.allclose(model.next_token_loss(input_ids, attention_mask), full, atol=1e-6)
+
+
+def test_next_token_loss_takes_padding_from_the_mask_not_from_token_id_zero():
+    input_ids, attention_mask = padded_batch()
+    logits = torch.randn(3, 8, V, generator=torch.Generator().manual_seed(4))
+    reference = next_token_loss(logits, input_ids, attention_mask)
+    changed = input_ids.clone()
+    changed[changed == 0] = 9  # padding with another id: the loss ignores it all the same
+    assert torch.allclose(next_token_loss(logits, changed, attention_mask), reference)
+    zero = input_ids.clone()
+    zero[0, 3] = 0  # a real token with id 0 is predicted like any other
+    expected = reference + (-logits[0, 2].log_softmax(-1)[0] + logits[0, 2].log_softmax(-1)[input_ids[0, 3]]) / int(
+        attention_mask[:, 1:].sum()
+    )
+    assert torch.allclose(next_token_loss(logits, zero, attention_mask), expected, atol=1e-6)
+    one_row = next_token_loss(logits[1:2], input_ids[1:2], attention_mask[1:2])
+    terms = [-logits[1, t].log_softmax(-1)[input_ids[1, t + 1]] for t in range(5)]
+    assert torch.allclose(one_row, torch.stack(terms).mean(), atol=1e-6)
 
 
 def test_sequence_log_likelihood_sums_next_token_log_probabilities_over_real_tokens():
@@ -553,12 +602,19 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
     comparison = compare_objectives(config, device=torch.device("cpu"))
     table = comparison.table
     assert table["objective"].tolist() == list(OBJECTIVES)
-    metrics = ["probe_accuracy", "seen_probe_accuracy", fact_check_metric(8), "pretraining_seconds"]
+    metrics = [
+        *probe_metrics(),
+        fact_check_metric(8),
+        "pretraining_seconds",
+        *(f"untrained_{metric}" for metric in probe_metrics()),
+        *PAIR_METRICS,
+    ]
     expected = [
         "objective",
         "parameters",
         "steps",
         "flops_per_step",
+        "sentence_rows",
         *[f"{m}_{s}" for m in metrics for s in ("mean", "sd", "low", "high")],
         "n",
     ]
@@ -568,8 +624,95 @@ def test_driver_returns_one_row_per_objective_with_the_expected_columns():
     budget = comparison.budget_flops
     assert ((spent <= budget * (1 + 1e-6)) & (spent + table["flops_per_step"] > budget)).all()
     assert table.loc[table["objective"] == "mlm", "steps"].item() == config.budget_mlm_steps
-    assert table[["probe_accuracy_mean", "seen_probe_accuracy_mean"]].stack().between(0, 1).all()
+    assert table[[f"{metric}_mean" for metric in probe_metrics()]].stack().between(0, 1).all()
     assert set(comparison.curves["objective"]) == set(OBJECTIVES)
+    curves = comparison.curves
+    assert (curves.loc[curves["step"] == 0, "probe_mrr"].notna()).all(), "the untrained model is probed at step 0"
+    assert curves["loss"].notna().any() and curves["probe_top1"].notna().any()
+    held_out = comparison.probe_table("held-out")
+    assert {"top1", "mrr", "untrained mrr", "prior mrr", "chance mrr"} <= set(held_out.columns)
+    sentences = reading(comparison)
+    assert sentences[0].startswith("Ranked by held-out mrr")
+    assert sum(sentence.startswith(f"{o} - mlm") for o in OBJECTIVES for sentence in sentences) == len(OBJECTIVES) - 1
+    assert table[[f"{metric}_mean" for metric in PAIR_METRICS]].stack().between(0, 1).all()
+    electra = comparison.electra
+    assert electra["seed"].tolist() == list(config.seeds)
+    assert electra.drop(columns=["objective", "seed"]).stack().between(0, 1).all()
+    assert len(comparison.electra_table()) == 1 and len(comparison.scoring_table()) == len(OBJECTIVES)
+
+
+# --------------------------------------------------------------------------- sentence scores and minimal pairs
+
+
+def test_pseudo_log_likelihood_matches_a_loop_masking_one_token_at_a_time(probe_setup):
+    tokenizer, config, _, _ = probe_setup
+    model = perturbed(build_model("mlm", comparison_config("ci"), config))
+    sentences = ["paris is the capital of france .", "the dog is sleeping ."]
+    scores, rows = sentence_scores("mlm", model, tokenizer, sentences)
+    mask_id = tokenizer.token_to_id("[MASK]")
+    expected, count = [], 0
+    with torch.no_grad():
+        for sentence in sentences:
+            ids = torch.tensor([tokenizer.encode(sentence).ids])
+            total = 0.0
+            for position in range(1, ids.shape[1] - 1):  # not [CLS], not [SEP]
+                masked = ids.clone()
+                masked[0, position] = mask_id
+                total += model(masked, torch.ones_like(ids))[0, position].log_softmax(-1)[ids[0, position]].item()
+                count += 1
+            expected.append(total)
+    assert torch.allclose(scores, torch.tensor(expected), atol=1e-4)
+    assert rows == count
+
+
+def test_agreement_pairs_are_balanced_so_a_verb_preference_alone_scores_one_half():
+    pairs = agreement_pairs()
+    singular_good = sum(any(f" {verb} " in good for verb in ("is", "was", "likes", "has")) for good, _ in pairs)
+    assert 2 * singular_good == len(pairs)
+    assert all(good.split()[:5] == bad.split()[:5] and good != bad for good, bad in pairs)  # "the dog near the trees"
+
+
+def test_auc_is_the_chance_a_positive_outscores_a_negative():
+    assert auc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([1, 1, 0])) == 1.0
+    assert auc(torch.tensor([0.5, 0.5]), torch.tensor([1, 0])) == 0.5
+    assert auc(torch.tensor([0.2, 0.9, 0.4, 0.3]), torch.tensor([1, 0, 1, 0])) == 0.25
+
+
+# --------------------------------------------------------------------------- the probe's floors
+
+
+def test_answer_ranks_count_ties_half_and_chance_is_the_mean_reciprocal_rank_of_a_random_order():
+    scores = torch.tensor([[3.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    assert answer_ranks(scores, torch.tensor([2, 0])).tolist() == [2.0, 2.0]
+    floor = chance_floor(24)
+    assert floor["top1"] == pytest.approx(1 / 24)
+    assert floor["mrr"] == pytest.approx(sum(1 / k for k in range(1, 25)) / 24)
+
+
+def test_phrasing_prior_ranks_capitals_by_their_frequency_in_the_phrasing():
+    template = CAPITAL_TEMPLATES[0]
+    (a, city_a, _), (b, city_b, _), (c, city_c, _) = COUNTRIES[:3]
+    train = [template.format(country=a, city=city_a)] * 3 + [template.format(country=b, city=city_b)] * 2
+    probes = [FactProbe(template.format(country=country, city="[MASK]"), city, country)
+              for country, city in ((a, city_a), (b, city_b), (c, city_c))]
+    # ranks 1 and 2, then city_c ties with the 21 other unseen capitals: rank 3 + 21 / 2
+    result = phrasing_prior(train, probes)
+    assert result["top1"] == pytest.approx(1 / 3)
+    assert result["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 13.5) / 3)
+
+
+def test_the_phrasing_prior_of_the_course_split_is_zero_on_held_out_pairs():
+    corpus = make_corpus(5_000, seed=0, shares=CorpusShares(0.85, 0.06, 0.05))
+    assert phrasing_prior(corpus.train, corpus.probes)["top1"] == 0.0
+    assert phrasing_prior(corpus.train, corpus.seen_probes)["top1"] > 0.0
+
+
+def test_default_shares_leave_lab_2s_corpus_unchanged_and_dense_shares_are_fact_dense():
+    default, explicit = make_corpus(2_000, seed=3), make_corpus(2_000, seed=3, shares=CorpusShares())
+    assert default.train == explicit.train and default.heldout == explicit.heldout
+    dense = make_corpus(2_000, seed=3, shares=CorpusShares(0.85, 0.06, 0.05))
+    capital = lambda corpus: sum("capital" in s or "govern" in s for s in corpus.train) / 2_000  # noqa: E731
+    assert capital(dense) > capital(default) + 0.2
 
 
 # --------------------------------------------------------------------------- bad input

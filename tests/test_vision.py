@@ -12,6 +12,7 @@ from course_utils.vision import (
     digits,
     patchify,
     photo_crops,
+    place_digits,
     random_masking,
     sincos_pos_embed_2d,
     unpatchify,
@@ -181,3 +182,25 @@ def test_photo_crops_are_reproducible_colour_images_from_offline_photos():
     assert not set(TRAIN_PHOTOS) & set(HELD_OUT_PHOTOS)
     with pytest.raises(ValueError, match="name"):
         photo_crops(2, 16, names=("lily",))
+
+
+def test_place_digits_pastes_each_digit_whole_at_its_own_offset():
+    digits = torch.rand(200, 1, 4, 4) + 0.1  # no zero pixel: the digit's box is exactly the non-zero region
+    placed = place_digits(digits, 7, torch.Generator().manual_seed(0))
+    assert placed.shape == (200, 1, 7, 7)
+    offsets = set()
+    for digit, canvas in zip(digits, placed):
+        rows, columns = canvas[0].nonzero(as_tuple=True)
+        top, left = int(rows.min()), int(columns.min())
+        assert torch.equal(canvas[:, top : top + 4, left : left + 4], digit)
+        assert float(canvas.sum()) == pytest.approx(float(digit.sum()), rel=1e-6)
+        offsets.add((top, left))
+    assert offsets == {(r, c) for r in range(4) for c in range(4)}  # every offset 0..3 turns up in 200 draws
+
+
+def test_place_digits_is_reproducible_and_rejects_a_small_canvas():
+    digits = torch.rand(5, 1, 4, 4)
+    first = place_digits(digits, 8, torch.Generator().manual_seed(3))
+    assert torch.equal(first, place_digits(digits, 8, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="canvas_size"):
+        place_digits(digits, 3)

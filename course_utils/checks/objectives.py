@@ -38,7 +38,8 @@ def sampling_logits(rows: int, offset: float = 5.0) -> torch.Tensor:
 
 
 def check_sample_replacements(sample_replacements_fn) -> None:
-    """Exercise 1: one token per row drawn from softmax(row), reproducible under a generator, no gradient.
+    """Exercise 1: one token per row drawn from softmax(row), drawn through the generator passed in (the same seed
+    gives the same draws, another seed other draws, whatever the global random state), one row included; no gradient.
 
     Eight binomial counts: a correct sampler fails this check with probability at most 8 * ``FALSE_FAILURE``
     (over seeds).
@@ -82,13 +83,23 @@ def check_sample_replacements(sample_replacements_fn) -> None:
                 what="a correct sampler",
             )
     passed("the draws follow softmax(logits), row by row")
+    torch.manual_seed(1)  # the global random state is the same for both calls: only the generator passed in differs
+    other = sample_replacements_fn(logits.detach(), torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
     again = sample_replacements_fn(logits.detach(), torch.Generator().manual_seed(0))
-    torch.manual_seed(1)  # the global generator moves on; only the generator passed in may decide
     expect(
         torch.equal(drawn, again),
         "the same generator seed must give the same samples: pass generator to the random call",
     )
-    passed("reproducible under a seeded generator")
+    expect(
+        not torch.equal(again, other),
+        "two different generators gave the same draws: draw through the generator passed in, not the global one",
+        "torch.multinomial(probabilities, 1, generator=generator)",
+    )
+    passed("the draws come from the generator passed in")
+    one = sample_replacements_fn(logits.detach()[:1], torch.Generator().manual_seed(0))
+    expect_tensor(one, "the sample for one row", shape=(1,))
+    passed("one row of logits gives one sample")
 
 
 def corruption_example() -> dict[str, torch.Tensor]:
@@ -245,7 +256,8 @@ def next_token_example(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def check_next_token_loss(next_token_loss_fn) -> None:
-    """Exercise 5: position t predicts token t + 1; only real next tokens count; the mean over them."""
+    """Exercise 5: position t predicts token t + 1; only real next tokens count (``attention_mask`` says which: token
+    id 0 is an ordinary token); the mean over them; one row works."""
     example = next_token_example()
     loss = expect_input_untouched(next_token_loss_fn, **example)
     expect_tensor(loss, "the loss", shape=())
@@ -278,6 +290,24 @@ def check_next_token_loss(next_token_loss_fn) -> None:
         "a position with no real next token (the last real one, or padding) receives a gradient",
     )
     passed("only positions with a real next token get a gradient")
+    zero = example | dict(input_ids=ids.clone())
+    zero["input_ids"][0, 3] = 0  # a real token whose id is 0
+    zero["input_ids"][1, 4:] = 7  # padding whose id is not 0
+    expect_close(
+        next_token_loss_fn(**zero),
+        causal_lm.next_token_loss(**zero),
+        "you took token id 0 for padding: attention_mask says which tokens are real, and id 0 is an ordinary token",
+        atol=1e-4,
+    )
+    passed("token id 0 is an ordinary token; attention_mask marks the padding")
+    one_row = {key: value[1:2] for key, value in example.items()}
+    expect_close(
+        next_token_loss_fn(**one_row),
+        causal_lm.next_token_loss(**one_row),
+        "your loss is wrong for a batch of one row",
+        atol=1e-4,
+    )
+    passed("a batch of one row works")
 
 
 # --------------------------------------------------------------------------- ALBERT

@@ -67,7 +67,7 @@ class SequenceComparison:
     lr: float = 2e-3
     # fine-tuning at label budgets
     budgets: tuple[int, ...] = (100, 1000)  # those above the labelled pool's size are left out; the pool is not added
-    repeats: int = 2
+    repeats: int = 3  # label subsamples per budget: three give a t-interval
     recipe: FineTuning = field(default_factory=lambda: FineTuning(max_steps=300, eval_every=10, patience=4))
     # the contrastive views and loss
     crop_fraction: float = 0.5

@@ -58,7 +58,8 @@ def next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mas
     """Mean cross-entropy of predicting token ``t + 1`` from the logits at position ``t``.
 
     logits ``[B, L, V]`` (position ``t`` has seen tokens ``<= t``); input_ids, attention_mask
-    ``[B, L]``. Padding targets are ignored; with no real target the loss is 0.
+    ``[B, L]``. ``attention_mask`` alone says which tokens are padding: token id 0 is an ordinary
+    token. Padding targets are ignored; with no real target the loss is 0. One row works as any batch.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
         raise ValueError(f"logits must be [batch, seq, vocab], got {getattr(logits, 'shape', type(logits))}")

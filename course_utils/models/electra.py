@@ -63,8 +63,9 @@ def sample_replacements(generator_logits: torch.Tensor, generator: torch.Generat
 
     A sample, not the argmax: the discriminator must see plausible but wrong tokens. The draw is
     not differentiable and no gradient flows through it (the output is an integer tensor and the
-    logits are detached). ``generator`` (a ``torch.Generator`` on the logits' device) makes it
-    reproducible.
+    logits are detached). The draw goes through ``generator`` (a ``torch.Generator`` on the logits'
+    device; None: the global one): the same seed gives the same draws and another generator other
+    draws, whatever the global random state. One row gives one sample.
     """
     if not isinstance(generator_logits, torch.Tensor) or generator_logits.dim() != 2:
         shape = getattr(generator_logits, "shape", type(generator_logits))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from course_utils.contrastive import nt_xent_loss
+from course_utils.contrastive import TEMPERATURE, nt_xent_loss
 from course_utils.models.mae import MAEConfig
 from course_utils.models.vit import ViTEncoder
 
@@ -34,15 +34,23 @@ class SimCLR(nn.Module):
 
     The representation is the mean of the encoder's patch tokens (MAE's ``encode`` default,
     so probes of the three models read the same thing); the loss reads the projection
-    ``g(representation)``. Only the encoder sizes of ``config`` are used.
+    ``g(representation)``. Only the encoder sizes of ``config`` are used. The head narrows by default,
+    ``dim -> hidden_dim (dim) -> out_dim (dim // 2)``, as the paper's 2048 -> 2048 -> 128 does; the temperature
+    is ``contrastive.TEMPERATURE`` (the paper's ImageNet value).
     """
 
-    def __init__(self, config: MAEConfig, hidden_dim: int | None = None, out_dim: int = 64, temperature: float = 0.5):
+    def __init__(
+        self,
+        config: MAEConfig,
+        hidden_dim: int | None = None,
+        out_dim: int | None = None,
+        temperature: float = TEMPERATURE,
+    ):
         super().__init__()
         self.config = config
         self.temperature = temperature
         self.encoder = ViTEncoder(config)
-        self.projection_head = ProjectionHead(config.dim, hidden_dim or config.dim, out_dim)
+        self.projection_head = ProjectionHead(config.dim, hidden_dim or config.dim, out_dim or max(1, config.dim // 2))
 
     def represent(self, imgs: torch.Tensor) -> torch.Tensor:
         """imgs ``[B, C, H, W]`` -> representations ``[B, D]``: the mean of the patch tokens."""

@@ -38,56 +38,75 @@ def plot_permutation_masks(content_mask: torch.Tensor, query_mask: torch.Tensor,
     return fig
 
 
-def _plot_curves(ax, comparison, metric: str, title: str) -> None:
+def _plot_curves(ax, comparison, metric: str, ylabel: str, title: str) -> None:
     """``metric`` against training FLOPs: each seed thin, the mean over seeds bold, the budget dotted."""
-    for index, (objective, runs) in enumerate(comparison.curves.groupby("objective", sort=False)):
+    curves = comparison.curves.dropna(subset=[metric])
+    for index, (objective, runs) in enumerate(curves.groupby("objective", sort=False)):
         colour = OBJECTIVE_COLOURS.get(objective, PALETTE["black"])
         for _, seed_run in runs.groupby("seed"):
             ax.plot(seed_run["training_flops"], seed_run[metric], color=colour, alpha=0.25, linewidth=1)
-        mean = runs.groupby("step").agg(flops=("training_flops", "first"), accuracy=(metric, "mean"))
+        mean = runs.groupby("step").agg(flops=("training_flops", "first"), value=(metric, "mean"))
         ax.plot(
             mean["flops"],
-            mean["accuracy"],
+            mean["value"],
             color=colour,
             linestyle=LINESTYLES[index % len(LINESTYLES)],
-            marker=MARKERS[index % len(MARKERS)],
+            marker=MARKERS[index % len(MARKERS)] if metric != "loss" else None,
+            markersize=4,
             label=objective,
         )
     ax.axvline(comparison.budget_flops, color=PALETTE["black"], linewidth=0.8, linestyle=":")
     ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("probe accuracy (24 capitals)")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+
+
+def _plot_floors(ax, comparison, probe: str) -> None:
+    """The phrasing prior (dashed) and true chance (dotted) of ``probe``'s MRR."""
+    ax.axhline(comparison.floor("phrasing prior", probe, "mrr"), color=PALETTE["black"], linewidth=1, linestyle="--",
+               label="phrasing prior")
+    ax.axhline(comparison.floor("true chance", probe, "mrr"), color=PALETTE["black"], linewidth=1, linestyle=":",
+               label="true chance")
+    ax.set_ylim(0, 1.03)
 
 
 def plot_comparison(comparison, metrics: list[str] | None = None):
-    """The fact probe against training FLOPs on held-out and on seen phrasings (mean over seeds bold, each
-    seed thin), and each downstream metric of ``metrics`` (default: every label budget) per objective, mean ± sd."""
+    """One 2 x 2 figure (10 in wide): each objective's own training loss against FLOPs; the held-out and the seen
+    probe's MRR against FLOPs with the phrasing prior and true chance; each downstream metric of ``metrics``
+    (default: every label budget) per objective, mean with its 95% interval."""
     table = comparison.table
     metrics = metrics or [m for m in comparison.metrics if m.startswith("fact_check_")]
-    fig, (held_out, seen, right) = plt.subplots(1, 3, figsize=(16, 4.2))
-    _plot_curves(held_out, comparison, "probe_accuracy", "fact probe, held-out phrasings (dotted: the budget)")
-    _plot_curves(seen, comparison, "seen_probe_accuracy", "fact probe, phrasings seen in training")
-    held_out.legend(fontsize=8)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    loss, downstream, held_out, seen = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
+    _plot_curves(loss, comparison, "loss", "training loss (log scale)", "each objective's own loss (not comparable)")
+    loss.set_yscale("log")
+    loss.legend(fontsize=7)
+    _plot_curves(held_out, comparison, "probe_mrr", "mean reciprocal rank", "fact probe MRR, held-out pairs")
+    _plot_floors(held_out, comparison, "held-out")
+    _plot_curves(seen, comparison, "seen_mrr", "mean reciprocal rank", "fact probe MRR, pairs seen in training")
+    _plot_floors(seen, comparison, "seen")
+    held_out.legend(fontsize=7)
     width = 0.8 / max(1, len(metrics))
     objectives = list(table["objective"])
     for index, metric in enumerate(metrics):
         offsets = [i + (index - (len(metrics) - 1) / 2) * width for i in range(len(objectives))]
-        right.bar(
+        mean = table[f"{metric}_mean"]
+        errors = [(mean - table[f"{metric}_low"]).fillna(0.0), (table[f"{metric}_high"] - mean).fillna(0.0)]
+        downstream.bar(
             offsets,
-            table[f"{metric}_mean"],
+            mean,
             width,
-            yerr=table[f"{metric}_sd"].fillna(0.0),
+            yerr=errors,
             capsize=3,
             color=[PALETTE["sky"], PALETTE["blue"], PALETTE["black"], PALETTE["green"]][index % 4],
             label=metric.replace("fact_check_", "") + " labels",
         )
-    right.axhline(0.5, color=PALETTE["black"], linewidth=0.8, linestyle=":")
-    right.set_xticks(range(len(objectives)), objectives)
-    right.set_ylabel("fact-check accuracy, held-out phrasings")
-    right.set_ylim(0, 1)
-    right.set_title("downstream, fine-tuned from each encoder (dotted: chance)", fontsize=10)
-    right.legend(fontsize=8, title="label budget", title_fontsize=8)
+    downstream.axhline(0.5, color=PALETTE["black"], linewidth=0.8, linestyle=":")
+    downstream.set_xticks(range(len(objectives)), objectives, fontsize=8)
+    downstream.set_ylabel("fact-check accuracy, held-out phrasings")
+    downstream.set_ylim(0, 1)
+    downstream.set_title("fine-tuned fact check, 95% interval (dotted: chance)", fontsize=9)
+    downstream.legend(fontsize=7, title="label budget", title_fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
