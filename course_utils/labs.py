@@ -48,8 +48,9 @@ def lab_notebooks(solutions: Path = SOLUTIONS, labs: Sequence[str] | None = None
     return [available[lab] for lab in (labs or sorted(available))]
 
 
-def run_lab(path: Path, out: Path, timeout: int = 3600) -> dict:
-    """Execute one notebook cell by cell, saving ``out`` after each; return its summary (without lab and profile)."""
+def run_lab(path: Path, out: Path, env: dict[str, str], timeout: int = 3600) -> dict:
+    """Execute one notebook cell by cell in a kernel with environment ``env``, saving ``out`` after each cell;
+    return its summary (without lab and profile)."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
         notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
@@ -57,7 +58,7 @@ def run_lab(path: Path, out: Path, timeout: int = 3600) -> dict:
     )  # fmt: skip
     failing, usage = [], {}
     start = time.perf_counter()
-    with client.setup_kernel():
+    with client.setup_kernel(env=env):
         for index, cell in enumerate(notebook.cells):
             try:
                 client.execute_cell(cell, index)
@@ -91,13 +92,14 @@ def run_labs(
     notebooks = lab_notebooks(Path(solutions), labs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ["COURSE_PROFILE"] = profile  # the kernels inherit the environment
+    env = {**os.environ, "COURSE_PROFILE": profile}  # for the kernels only: this process's environment is untouched
+    env.pop("COURSE_MAX_STEPS", None)
     if max_steps is not None:
-        os.environ["COURSE_MAX_STEPS"] = str(max_steps)
+        env["COURSE_MAX_STEPS"] = str(max_steps)
     summaries = []
     for path in notebooks:
         lab = path.parent.name
-        summary = {"lab": lab, "profile": profile, "max_steps": max_steps, **run_lab(path, out / f"{lab}.ipynb")}
+        summary = {"lab": lab, "profile": profile, "max_steps": max_steps, **run_lab(path, out / f"{lab}.ipynb", env)}
         with open(out / "summary.jsonl", "a") as file:
             file.write(json.dumps(summary) + "\n")
         summaries.append(summary)

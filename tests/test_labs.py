@@ -65,7 +65,9 @@ def test_run_labs_writes_each_notebook_and_a_summary_line_with_failing_cells(tmp
     write_lab(tmp_path, "lab01_a", "import os\nprint(os.environ['COURSE_PROFILE'], os.environ['COURSE_MAX_STEPS'])")
     write_lab(tmp_path, "lab02_b", "print('fine')", "raise RuntimeError('broken cell')", "print('goes on')")
     out = tmp_path / "out"
+    monkeypatch.delenv("COURSE_MAX_STEPS", raising=False)
     summaries = run_labs("cpu", out, max_steps=2, solutions=tmp_path)
+    assert os.environ["COURSE_PROFILE"] == "ci" and "COURSE_MAX_STEPS" not in os.environ, "only the kernels see them"
     lines = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     assert lines == summaries and [line["lab"] for line in lines] == ["lab01_a", "lab02_b"]
     assert lines[0]["failing_cells"] == [] and lines[0]["device"] == "cpu" and lines[0]["peak_host_memory_gb"] > 0
