@@ -3,9 +3,13 @@
 python -m course_utils grade PATH.ipynb [--lab LAB]   grade one notebook and print a per-cell table
 python -m course_utils release [LAB ...] [--check] [--force]
                                                       regenerate notebooks/ from solutions/ with nbgrader
-python -m course_utils export-student DIR             write a student copy of the course (no solutions)
+python -m course_utils export-student DIR [--assign LAB[,LAB...]]
+                                                      write a student copy of the course (no solutions;
+                                                      the assigned labs' answers only compiled)
 python -m course_utils autograde SUBMISSIONS --out RESULTS [options]
                                                       grade a whole class; see `autograde --help`
+python -m course_utils export-grades RESULTS --canvas ROSTER.csv --out FILE.csv [--match-column COLUMN]
+                                                      grades for Canvas, and nbgrader's own CSV
 python -m course_utils run-labs [--profile P] [--labs LAB ...] [--out DIR] [--max-steps N]
                                                       run the solution notebooks, writing as they go
 """
@@ -52,7 +56,10 @@ def _export_student(args) -> int:
     from course_utils.grading.handout import export_student
 
     try:
-        destination = export_student(args.directory)
+        destination = export_student(args.directory, args.assign.split(",") if args.assign is not None else None)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except (FileExistsError, grading.ReleaseRefused) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -62,6 +69,7 @@ def _export_student(args) -> int:
 
 def _autograde(args) -> int:
     from course_utils.grading.classroom import autograde
+    from course_utils.grading.regrading import BadOverrides
     from course_utils.grading.remote import Limits
 
     limits = Limits(
@@ -79,7 +87,7 @@ def _autograde(args) -> int:
             resume=args.resume,
             allow_unsandboxed=args.allow_unsandboxed,
         )
-    except (RuntimeError, NotADirectoryError, grading.NotACourseNotebook) as error:
+    except (RuntimeError, NotADirectoryError, grading.NotACourseNotebook, BadOverrides) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     counts = {status: sum(row["status"] == status for row in rows) for status in ("graded", "partial", "not-gradable")}
@@ -89,7 +97,28 @@ def _autograde(args) -> int:
         + ", ".join(f"{n} {status}" for status, n in counts.items())
         + (f" ({resumed} unchanged since the last run, not regraded)" if resumed else "")
     )
+    kept = sum(bool(row.get("kept")) for row in rows)
+    if kept:
+        print(f"{kept} kept the last run's grade: this run failed for them (grades.csv gives the reason)")
     print(f"grades: {args.out}/grades.csv; feedback: {args.out}/feedback/; nbgrader course: {args.out}/nbgrader/")
+    print(f"alike answers, for your eyes only: {args.out}/similarity.csv")
+    return 0
+
+
+def _export_grades(args) -> int:
+    from course_utils.grading.export import export_grades, nbgrader_csv, unmatched_path
+
+    try:
+        unmatched = export_grades(args.results, args.canvas, args.out, args.match_column)
+        nbgrader_file = nbgrader_csv(args.results)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for row in unmatched:
+        print(f"no roster row for {row['student']} ({row['lab'] or 'no lab'}: {row['score']})", file=sys.stderr)
+    print(f"grades for Canvas: {args.out}; nbgrader's CSV: {nbgrader_file}")
+    if unmatched:
+        print(f"{len(unmatched)} submissions match no roster row: {unmatched_path(args.out)}", file=sys.stderr)
     return 0
 
 
@@ -122,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     release.set_defaults(run=_release)
     export = commands.add_parser("export-student", help="write a student copy of the course into a new folder")
     export.add_argument("directory", help="the folder to create")
+    export.add_argument(
+        "--assign",
+        metavar="LAB[,LAB...]",
+        help="graded labs (folder names, comma-separated): their reference answers ship only compiled "
+        "(default: a self-study copy, every answer readable)",
+    )
     export.set_defaults(run=_export_student)
     auto = commands.add_parser(
         "autograde",
@@ -148,6 +183,23 @@ def main(argv: list[str] | None = None) -> int:
         help="grade even where no sandbox can be had (student code then runs unconfined)",
     )
     auto.set_defaults(run=_autograde)
+    lms = commands.add_parser(
+        "export-grades",
+        help="grades for an LMS (a Canvas roster with one column per lab) and nbgrader's own CSV",
+        description="Write FILE.csv: the Canvas roster's columns and rows, and one column per lab with each "
+        "student's total points (blank: no submission). Submissions matching no roster row are listed on stderr "
+        "and in FILE.unmatched.csv. Also writes nbgrader's CSV, RESULTS/nbgrader/grades.csv.",
+    )
+    lms.add_argument("results", metavar="RESULTS", help="the --out folder of autograde")
+    lms.add_argument("--canvas", required=True, metavar="ROSTER.csv", help="the roster: a Canvas gradebook export")
+    lms.add_argument("--out", required=True, metavar="FILE.csv", help="the file to write for the LMS")
+    lms.add_argument(
+        "--match-column",
+        default="SIS Login ID",
+        metavar="COLUMN",
+        help="the roster column that holds the submissions' student names (default: SIS Login ID)",
+    )
+    lms.set_defaults(run=_export_grades)
     labs = commands.add_parser(
         "run-labs",
         help="run the solution notebooks one after another, saving each cell's output and a summary line per lab",

@@ -6,7 +6,7 @@
 tokens and scores the masked positions, Lab 3 calls ``MaskedAutoencoder``, Lab 4 masks
 events. The loop supplies the rest: AdamW (no decay on biases and norms), linear warmup
 then cosine decay, gradient clipping, mixed precision on a CUDA GPU (bf16, or fp16 with
-loss scaling on older GPUs: ``device.autocast_dtype``), a ``tqdm.auto`` bar and a live
+loss scaling on older GPUs: ``device.autocast_dtype``), a progress bar (``progress.tqdm``) and a live
 loss plot in notebooks.
 
 ``evaluate(model) -> {metric: value}`` runs every ``config.eval_every`` steps and at the end,
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from course_utils.device import autocast, autocast_dtype, get_device, max_steps
+from course_utils.progress import tqdm
 
 
 @dataclass
@@ -148,6 +148,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
     history = History()
     best_value, best_state, stale = float("-inf"), None, 0
+    unlogged: list[torch.Tensor] = []  # losses since the last logging step, still on the device (no host sync)
 
     plot = _live_plot(config) if config.live_plot else None
     stream = _forever(batches)
@@ -168,13 +169,16 @@ def fit(
         scheduler.step()
 
         history.steps.append(step + 1)
-        history.losses.append(loss.item())
+        unlogged.append(loss.detach())
         history.lrs.append(scheduler.get_last_lr()[0])
-        if (step + 1) % config.log_every == 0 or step + 1 == last:
+        evaluating = evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == last)
+        if (step + 1) % config.log_every == 0 or step + 1 == last or evaluating:
+            history.losses += torch.stack(unlogged).float().tolist()  # the one host sync per logging step
+            unlogged.clear()
             progress.set_postfix(loss=f"{history.smoothed()[-1]:.3f}")
             if plot is not None:
                 plot.update(history)
-        if evaluate is not None and ((step + 1) % config.eval_every == 0 or step + 1 == last):
+        if evaluating:
             metrics = _evaluate(model, evaluate)
             history.evaluations.append({"step": step + 1, **metrics})
             if monitor is not None:

@@ -116,7 +116,7 @@ def digests(root):
 
 
 def stray_processes(marker: str) -> list[str]:
-    """Command lines of running grading workers whose scratch folder lies under ``marker``."""
+    """Command lines of running grading workers and zygotes whose scratch folder lies under ``marker``."""
     found = []
     for entry in os.listdir("/proc"):
         try:
@@ -124,7 +124,7 @@ def stray_processes(marker: str) -> list[str]:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ValueError):
             continue
-        if "course_utils.grading.worker" in command and marker in command:
+        if ("course_utils.grading.worker" in command or "course_utils.grading.zygote" in command) and marker in command:
             found.append(f"{entry} {command}")
     return found
 

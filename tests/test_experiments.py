@@ -178,3 +178,38 @@ def test_the_ehr_package_is_data_only():
         imported = imported_modules(path)
         assert not {m for m in imported if m.startswith(("course_utils.models", "course_utils.train"))}, path.name
         assert "torch.nn" not in imported and "torch.utils.flop_counter" not in imported, path.name
+
+
+def test_a_config_lists_as_short_lines_with_its_nested_configs_indented():
+    from dataclasses import dataclass, field
+
+    from course_utils.experiments.core import listing
+
+    @dataclass
+    class Inner:
+        lr: float = 0.001
+
+    @dataclass
+    class Outer:
+        name: str = "x" * 30
+        seeds: tuple = (0, 1, 2)
+        steps: int = 1000
+        inner: Inner = field(default_factory=Inner)
+
+    lines = listing(Outer(), width=60).splitlines()
+    assert lines == ["Outer", f"  name='{'x' * 30}', seeds=(0, 1, 2)", "  steps=1000", "  inner: Inner", "    lr=0.001"]
+    assert all(len(line) <= 60 for line in lines)
+    with pytest.raises(ValueError, match="config must be a dataclass instance"):
+        listing(Outer)
+
+
+def test_a_summary_for_reading_shows_each_interval_as_one_token_and_none_for_one_run():
+    from course_utils.experiments.core import for_reading, summarise
+
+    runs = pd.DataFrame({"method": ["a", "a", "a", "b"], "steps": [5, 5, 5, 7], "score": [0.5, 0.6, 0.7, 0.9]})
+    shown = for_reading(summarise(runs, "method", ["score"], fixed=["steps"]), ["method", "steps"], ["score"])
+    assert list(shown.columns) == ["method", "steps", "score", "score 95% CI", "n"]
+    low, high = stats.t.interval(0.95, 2, loc=0.6, scale=0.1 / 3**0.5)
+    assert shown["score 95% CI"].tolist() == [f"{low:.3f}–{high:.3f}", ""] and " " not in shown["score 95% CI"][0]
+    with pytest.raises(ValueError, match="lacks the columns"):
+        for_reading(runs, ["method"], ["score"])

@@ -6,8 +6,11 @@ New labs are picked up automatically from ``solutions/<lab>/*.ipynb``.
 
 from __future__ import annotations
 
+import base64
 import functools
+import re
 import time
+from html import unescape
 from pathlib import Path
 
 import nbformat
@@ -30,10 +33,55 @@ def graded(path: Path) -> grading.GradeReport:
     return grading.grade_notebook(path)
 
 
+# Run first in the kernel: figures show inline as in JupyterLab, and each figure's output also carries, as
+# application/json, its dpi and its smallest font size (visible, non-empty text only).
+FIGURE_PROBE = """\
+%matplotlib inline
+import matplotlib.text
+from matplotlib.figure import Figure
+
+
+def _figure_text(fig):
+    fig.draw_without_rendering()
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    return {"dpi": fig.dpi, "min_font_pt": min((t.get_fontsize() for t in texts), default=None)}
+
+
+get_ipython().display_formatter.formatters["application/json"].for_type(Figure, _figure_text)
+"""
+# JupyterLab shows an image at its pixel size up to the output area's width, about 900 px beside the file
+# browser in a 1366-px window; a wider figure is shrunk, and its text with it.
+OUTPUT_WIDTH_PX = 900
+MIN_FONT_PT = 9
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+PROGRESS_MODELS = {"FloatProgressModel", "IntProgressModel"}
+
+
+def table_min_width(html: str) -> int:
+    """The narrowest an HTML table can render, in px: per column (counted from the right, so that index and
+    header rows line up), its longest unbreakable word at about 7 px a character, plus 16 px of padding."""
+    words = {}
+    for row in re.findall(r"<tr.*?</tr>", html, re.S):
+        cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+        for column, cell in enumerate(reversed(cells)):
+            longest = max(map(len, unescape(re.sub(r"<[^>]+>", "", cell)).split()), default=0)
+            words[column] = max(words.get(column, 0), longest)
+    return sum(7 * longest + 16 for longest in words.values())
+
+
+def png_width(encoded: str) -> int:
+    """The pixel width in a base64 PNG's header."""
+    return int.from_bytes(base64.b64decode(encoded)[16:20], "big")
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=IDS)
-def test_solution_notebook_executes_cleanly(path):
+def test_solution_notebook_executes_cleanly_and_saves_what_a_reopened_notebook_can_show(path):
+    """No errors; no progress-bar widget (its state is not saved: a reopened notebook would show an error in
+    its place); any other widget says in plain text that its cell needs re-running; every figure fits the
+    output area at its default size with text of at least 9 pt, and so does every table."""
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(FIGURE_PROBE))
     start = time.perf_counter()
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -41,6 +89,28 @@ def test_solution_notebook_executes_cleanly(path):
     print(f"{path.name} ran in {time.perf_counter() - start:.1f} s")
     errors = [cell for cell in notebook.cells if any(o.get("output_type") == "error" for o in cell.get("outputs", []))]
     assert not errors, f"{path.name}: cells raised errors: {[c.get('id') for c in errors]}"
+
+    state = notebook.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    bars = [model_id for model_id, model in state.items() if model.get("model_name") in PROGRESS_MODELS]
+    assert not bars, f"{path.name} saved {len(bars)} progress-bar widgets; use course_utils.progress.tqdm"
+    figures, problems = 0, []
+    for cell in notebook.cells[1:]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data and "re-run this cell" not in data.get("text/plain", ""):
+                problems.append(f"cell {cell.id}: a widget whose text fallback does not say to re-run its cell")
+            if "<table" in data.get("text/html", "") and table_min_width(data["text/html"]) > OUTPUT_WIDTH_PX:
+                problems.append(f"cell {cell.id}: a table at least {table_min_width(data['text/html'])} px wide")
+            if "image/png" not in data:
+                continue
+            figures += 1
+            width, text = png_width(data["image/png"]), data.get("application/json", {})
+            if text.get("dpi") != 100 or width > OUTPUT_WIDTH_PX:
+                problems.append(f"cell {cell.id}: a figure {width} px wide at {text.get('dpi')} dpi")
+            if (text.get("min_font_pt") or MIN_FONT_PT) < MIN_FONT_PT:
+                problems.append(f"cell {cell.id}: a figure with {text['min_font_pt']} pt text")
+    print(f"{path.name}: {figures} figures checked")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
 
 
 @pytest.mark.notebook

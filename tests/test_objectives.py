@@ -37,7 +37,7 @@ from course_utils.experiments.objective_comparison import (
     reading,
     sentence_scores,
 )
-from course_utils.masking import IGNORE_INDEX, mask_tokens
+from course_utils.masking import IGNORE_INDEX, SEP_ID, STRUCTURAL_IDS, eligible_positions, mask_tokens
 from course_utils.models.albert import (
     AlbertConfig,
     AlbertForMaskedLM,
@@ -474,7 +474,7 @@ def reference_permutation_loss(model: PermutationLM, input_ids, attention_mask, 
         rank = {int(order[b, t]): t for t in range(input_ids.shape[1])}
         real = [int(order[b, t]) for t in range(n)]
         h = embeddings(input_ids[b : b + 1])[0]  # [L, D]
-        targets = [p for p in real if rank[p] >= max(n - num_predict, 1)]
+        targets = [p for p in real if rank[p] >= max(n - num_predict, 1) and int(input_ids[b, p]) not in STRUCTURAL_IDS]
         g = {p: model.query_embedding(torch.tensor([[p]]), torch.zeros(1, 1, dtype=torch.long))[0, 0] for p in targets}
         for block in blocks:
             new_g = {p: update(block, g[p], [j for j in real if rank[j] < rank[p]], h) for p in targets}
@@ -503,6 +503,28 @@ def test_permutation_loss_matches_a_loop_over_targets():
         assert torch.allclose(loss, reference_permutation_loss(model, input_ids, attention_mask, order, 3), atol=1e-5)
 
 
+def test_the_permutation_lm_never_predicts_cls_sep_or_pad_as_xlnet_never_does():
+    model = PermutationLM(small_config())
+    input_ids, attention_mask = padded_batch()
+    input_ids[0, 7], input_ids[1, 5] = SEP_ID, SEP_ID  # rows: [CLS] 6 tokens [SEP]; [CLS] 4 [SEP] [PAD]...; [CLS] 2
+    frame = ~eligible_positions(input_ids, STRUCTURAL_IDS)
+    generator = torch.Generator().manual_seed(5)
+    framed_targets = 0
+    with torch.no_grad():
+        for _ in range(50):  # any order, even one that ends on [CLS] or [SEP]
+            order = sample_factorization_order(attention_mask, generator)
+            framed_targets += int(permutation_attention_masks(order, 3, attention_mask)[2][frame].sum())
+            logits, targets = model(input_ids, attention_mask, order, 3)
+            assert not targets[frame].any() and logits.shape[0] == targets.sum()
+        assert framed_targets > 0, "no order put [CLS] or [SEP] among the last 3: the test shows nothing"
+        for _ in range(20):  # ordered with input_ids: [CLS] and [SEP] lead, and the targets stay min(3, n - 2)
+            order = sample_factorization_order(attention_mask, generator, input_ids=input_ids)
+            assert sorted(order[0, :2].tolist()) == [0, 7] and sorted(order[1, :2].tolist()) == [0, 5]
+            assert order[2, 0] == 0
+            _, targets = model(input_ids, attention_mask, order, 3)
+            assert targets.sum(1).tolist() == [3, 3, 2]
+
+
 def test_changing_a_target_token_leaves_its_own_prediction_unchanged():
     model = perturbed(PermutationLM(small_config()))
     input_ids, attention_mask = padded_batch()
@@ -513,12 +535,12 @@ def test_changing_a_target_token_leaves_its_own_prediction_unchanged():
         rows = targets.nonzero().tolist()
         for index, (b, position) in enumerate(rows):
             changed = input_ids.clone()
-            changed[b, position] = (changed[b, position] + 5) % V
+            changed[b, position] = 5 + (changed[b, position] - 4) % (V - 5)  # another ordinary token, still a target
             after, _ = model(changed, attention_mask, order, 2)
             assert torch.equal(after[index], before[index]), f"target {(b, position)} saw its own token"
             earlier = int(order[b, 0])  # the first token of the order: every target sees it
             changed = input_ids.clone()
-            changed[b, earlier] = (changed[b, earlier] + 5) % V
+            changed[b, earlier] = 5 + (changed[b, earlier] - 4) % (V - 5)
             assert not torch.allclose(model(changed, attention_mask, order, 2)[0][index], before[index])
         assert all(ranks[b, p] >= 1 for b, p in rows)
 

@@ -159,3 +159,36 @@ def test_evaluation_options_are_checked(config, options, needle):
     with pytest.raises(ValueError, match=re.escape(needle)):
         fit(nn.Linear(2, 1), regression_batches(), mse, TrainConfig(steps=10, live_plot=False, **config),
             torch.device("cpu"), **options)
+
+
+def test_fit_syncs_with_the_host_only_at_logging_steps_and_keeps_every_loss(monkeypatch):
+    """No ``loss.item()`` per step (on a GPU each one waits for the device); losses reach ``history`` in one
+    transfer per logging step, all of them."""
+    returned, values, calls = [], [], {"loss item": 0, "tolist": 0}  # returned keeps each loss's storage alive
+    item, tolist = torch.Tensor.item, torch.Tensor.tolist
+
+    def counted_item(self, *args, **kwargs):
+        calls["loss item"] += any(self.untyped_storage().data_ptr() == loss.untyped_storage().data_ptr()
+                                  for loss in returned)
+        return item(self, *args, **kwargs)
+
+    def counted_tolist(self, *args, **kwargs):
+        calls["tolist"] += 1
+        return tolist(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    data = [(torch.randn(8, 2), torch.randn(8, 1)) for _ in range(3)]
+
+    def loss_fn(model, batch):
+        loss = ((model(batch[0]) - batch[1]) ** 2).mean()
+        returned.append(loss)
+        values.append(float(loss.detach().numpy()))
+        return loss
+
+    history = fit(model, data, loss_fn, TrainConfig(steps=25, lr=1e-2, log_every=10, live_plot=False), torch.device("cpu"))
+    assert calls["loss item"] == 0, "a host sync at every step"
+    assert calls["tolist"] == 3, "one transfer per logging step (steps 10, 20 and the last)"
+    assert history.losses == pytest.approx(values) and len(history.losses) == 25

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 import pandas as pd
@@ -222,3 +222,43 @@ def summarise(
 def mean_sd(mean: float, sd: float, digits: int = 3) -> str:
     """``0.812±0.013`` as one token; the mean alone when there is no sd (one run)."""
     return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f}±{sd:.{digits}f}"
+
+
+def listing(config, width: int = 96, indent: str = "") -> str:
+    """A config dataclass as a few short lines for a notebook: its class name, then its ``name=value`` fields
+    packed into lines of at most ``width`` characters (a field longer than that gets a line of its own); a
+    field that is itself a dataclass follows as its own indented listing."""
+    if not is_dataclass(config) or isinstance(config, type):
+        raise ValueError(f"config must be a dataclass instance, got {type(config).__name__}")
+    nested, lines, line = [], [f"{indent}{type(config).__name__}"], ""
+    for item in fields(config):
+        value = getattr(config, item.name)
+        if is_dataclass(value) and not isinstance(value, type):
+            nested.append(f"{indent}  {item.name}: " + listing(value, width, indent + "  ").lstrip())
+            continue
+        text = f"{item.name}={value!r}"
+        if line and len(indent) + 2 + len(line) + 2 + len(text) > width:
+            lines.append(f"{indent}  {line}")
+            line = ""
+        line = f"{line}, {text}" if line else text
+    if line:
+        lines.append(f"{indent}  {line}")
+    return "\n".join(lines + nested)
+
+
+def for_reading(summary: pd.DataFrame, keep: Sequence[str], metrics: Sequence[str], digits: int = 3) -> pd.DataFrame:
+    """A ``summarise`` table narrow enough for a notebook: the ``keep`` columns, then per metric its mean and its
+    95% interval as one token (``0.526–0.681``; empty where there is none, as for one run), then ``n``."""
+    missing = {*keep, *(f"{m}_{part}" for m in metrics for part in ("mean", "low", "high"))} - set(summary.columns)
+    if missing:
+        raise ValueError(f"summary must be a summarise() table; it lacks the columns {sorted(missing)}")
+    shown = summary[list(keep)].copy()
+    for metric in metrics:
+        shown[metric] = summary[f"{metric}_mean"].round(digits)
+        shown[f"{metric} 95% CI"] = [
+            "" if pd.isna(low) else f"{low:.{digits}f}–{high:.{digits}f}"
+            for low, high in zip(summary[f"{metric}_low"], summary[f"{metric}_high"])
+        ]
+    if "n" in summary.columns:
+        shown["n"] = summary["n"]
+    return shown

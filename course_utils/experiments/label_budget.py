@@ -32,13 +32,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler
-from tqdm.auto import tqdm
 
 from course_utils.device import get_device, pin_memory, seed_everything
 from course_utils.ehr.batching import EHRDataset, LengthBucketSampler, collate_ehr
 from course_utils.ehr.sequences import SPECIAL_TOKENS, EHRSequence, Vocabulary
 from course_utils.experiments.core import FineTuning, budget_split, fine_tune, mean_sd, summarise
 from course_utils.models.behrt import Behrt, BehrtConfig, BehrtForOutcome, outcome_loss, predict_outcome
+from course_utils.progress import tqdm
 
 PRETRAINED, SCRATCH, BAG_OF_CODES, ORACLE = "pretrained + fine-tuned", "from scratch", "bag of codes", "oracle"
 MODELS = (PRETRAINED, SCRATCH, BAG_OF_CODES, ORACLE)

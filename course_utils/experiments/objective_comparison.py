@@ -105,7 +105,7 @@ class ComparisonConfig:
     batch_size: int = 64
     budget_mlm_steps: int = 2000  # the FLOP budget: what MLM spends in this many steps
     learning_rate: float = 2e-3  # post-LN: 5e-3 stalled one MLM seed in three, 1e-2 every one
-    probe_evaluations: int = 8  # the probes this many times during pretraining (and at step 0), for the curves
+    probe_evaluations: int = 4  # the probes this many times during pretraining (and at step 0), for the curves
     loss_points: int = 40  # the loss curve: means over this many equal windows of steps
     # fine-tuning
     label_budgets: tuple[int, ...] = (320,)  # labelled sentences, out of the 336 in FactCheckTask.train
@@ -196,7 +196,7 @@ def pretraining_loss_fn(objective: str, config: ComparisonConfig, tokenizer):
     if objective == "permutation":
 
         def permutation_step(model, batch):
-            order = sample_factorization_order(batch["attention_mask"])
+            order = sample_factorization_order(batch["attention_mask"], input_ids=batch["input_ids"])
             return model.permutation_loss(batch["input_ids"], batch["attention_mask"], order, config.num_predict)
 
         return permutation_step
@@ -209,7 +209,7 @@ def predictions_per_sequence(
     """Mean positions per sequence that reach the vocabulary head (the FLOP count needs it).
 
     MLM-style: ``mlm_probability`` of the real tokens other than ``[CLS]`` and ``[SEP]``; causal:
-    every real token after the first; permutation: ``min(num_predict, n - 1)``.
+    every real token after the first; permutation: ``min(num_predict, n - 2)``, [CLS] and [SEP] never predicted.
     """
     lengths = attention_mask.sum(1).double()  # [N]
     if objective in ("mlm", "albert", "electra"):
@@ -217,7 +217,7 @@ def predictions_per_sequence(
     if objective == "causal":
         return float((lengths - 1).clamp(min=0).mean())
     if objective == "permutation":
-        return float((lengths - 1).clamp(min=0, max=config.num_predict).mean())
+        return float((lengths - num_special).clamp(min=0, max=config.num_predict).mean())
     raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
 
 

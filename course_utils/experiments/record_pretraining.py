@@ -66,8 +66,8 @@ class SequenceComparison:
     pretrain_steps: int = 300
     lr: float = 2e-3
     # fine-tuning at label budgets
-    budgets: tuple[int, ...] = (100, 1000)  # those above the labelled pool's size are left out; the pool is not added
-    repeats: int = 3  # label subsamples per budget: three give a t-interval
+    budgets: tuple[int, ...] = (100,)  # those above the labelled pool's size are left out; the pool is not added
+    repeats: int = 5  # label subsamples per budget, for a t-interval
     recipe: FineTuning = field(default_factory=lambda: FineTuning(max_steps=300, eval_every=10, patience=4))
     # the contrastive views and loss
     crop_fraction: float = 0.5
@@ -99,7 +99,7 @@ def comparison_config(profile: str | None = None, **overrides) -> SequenceCompar
         cpu=dict(),
         gpu=dict(
             num_subjects=8000, max_len=256, hidden_size=128, num_layers=4, num_heads=4, batch_size=64,
-            pretrain_steps=2500, budgets=(100, 300, 1000, 3000), repeats=5,
+            pretrain_steps=2500, budgets=(100, 1000), repeats=5,
             recipe=FineTuning(max_steps=3000, eval_every=10, patience=6),
         ),
     )

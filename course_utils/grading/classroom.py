@@ -3,11 +3,14 @@
 Submissions may come in nbgrader's layout (``submitted/<student>/<lab>/<notebook>.ipynb``), one folder
 per student (``<student>/<any name>.ipynb``), or flat (``<student>.ipynb``). Each is graded by
 ``grader.grade_submission`` in a pool of ``--jobs`` processes, under the limits of ``remote.Limits``;
-one broken submission never stops the others. Results:
+one broken submission never stops the others. Each pool process keeps one sandbox with a ``remote.Zygote``
+in it, which forks every submission's worker with torch already imported, and cleans up after it. Results:
 
-- ``RESULTS/grades.csv``: student, lab, score, max_score, status, reason, then points per exercise;
-  status is ``graded``, ``partial`` (a limit was hit or a process died: the points earned are kept)
-  or ``not-gradable`` (not a notebook of this course, or unreadable);
+- ``RESULTS/grades.csv``: student, lab, score, max_score, status, reason, overrides, then points per
+  exercise; status is ``graded``, ``partial`` (a limit was hit or a process died: the points earned are
+  kept) or ``not-gradable`` (not a notebook of this course, or unreadable). Scores entered in formgrader,
+  ``RESULTS/overrides.csv`` and failed runs are handled as ``regrading`` says;
+- ``RESULTS/similarity.csv``: pairs of students whose answers to an exercise are alike (``similarity``);
 - ``RESULTS/feedback/<student>/<lab>.html``: one line per exercise, small whatever the notebook printed;
 - ``RESULTS/nbgrader/``: an nbgrader course directory whose gradebook holds the marks, with the
   autograded notebooks, so ``nbgrader export`` and formgrader work there;
@@ -32,10 +35,12 @@ from pathlib import Path
 
 from course_utils.grading import sandbox
 from course_utils.grading.course import SOLUTIONS, NotACourseNotebook, assignments, read_notebook
+from course_utils.grading.regrading import apply_overrides, kept_grade, read_overrides
 from course_utils.grading.remote import Limits
 from course_utils.grading.report import GradeReport
+from course_utils.grading.similarity import write_similarity
 
-COLUMNS = ["student", "lab", "score", "max_score", "status", "reason"]
+COLUMNS = ["student", "lab", "score", "max_score", "status", "reason", "overrides"]
 
 
 @dataclass
@@ -46,7 +51,8 @@ class Submission:
     path: Path
 
 
-def _student_id(name: str) -> str:
+def student_id(name: str) -> str:
+    """``name`` (a folder or file name) cleaned into the student column of grades.csv."""
     return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_") or "unnamed"
 
 
@@ -61,12 +67,12 @@ def find_submissions(root: Path) -> list[Submission]:
             continue
         if entry.is_file():
             if entry.suffix == ".ipynb":
-                found.append(Submission(_student_id(entry.stem), entry))
+                found.append(Submission(student_id(entry.stem), entry))
             continue
         notebooks = sorted(p for p in entry.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
         if not notebooks:
-            found.append(Submission(_student_id(entry.name), entry))
-        found += [Submission(_student_id(entry.name), path) for path in notebooks]
+            found.append(Submission(student_id(entry.name), entry))
+        found += [Submission(student_id(entry.name), path) for path in notebooks]
     return found
 
 
@@ -104,7 +110,13 @@ def _grade_in_pool(job: tuple[Submission, str | None, Limits, int, bool]) -> dic
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             report = grade_submission(
-                notebook, submission.path, lab=lab, limits=limits, allow_unsandboxed=allow_unsandboxed, threads=threads
+                notebook,
+                submission.path,
+                lab=lab,
+                limits=limits,
+                allow_unsandboxed=allow_unsandboxed,
+                threads=threads,
+                zygote=_slot_zygote,
             )
     except NotACourseNotebook as error:
         return {**row, "lab": lab or "", "status": "not-gradable", "reason": str(error)}
@@ -118,9 +130,17 @@ def _exit_on_sigterm(signum, frame):
     raise SystemExit(1)  # so that the finally blocks kill the worker and remove its scratch folder
 
 
+_slot_zygote = None  # in a pool process: its remote.Zygote, which forks each submission's sandboxed worker
+
+
 def _pool_initializer():
+    global _slot_zygote
+    from course_utils.grading.remote import Zygote
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the pool
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _slot_zygote = Zygote()
+    multiprocessing.util.Finalize(_slot_zygote, _slot_zygote.close, exitpriority=10)  # as the process exits
     if sys.platform.startswith("linux"):  # a grader killed outright takes its pool, and so their workers, with it
         import ctypes
 
@@ -131,6 +151,8 @@ class Gradebook:
     """The nbgrader course directory under RESULTS: its gradebook and autograded notebooks."""
 
     def __init__(self, root: Path):
+        from nbgrader.api import Gradebook as NbgraderGradebook
+
         from course_utils.grading.course import generate, nbgrader_api
 
         self.root = root
@@ -142,6 +164,9 @@ class Gradebook:
         self.api = nbgrader_api(root)
         self.generated: set[str] = set()
         self._generate = generate
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.marks = NbgraderGradebook(self.api.coursedir.db_url)  # one for the run: opening one is slow
 
     def record(self, student: str, path: Path, report: GradeReport) -> dict[str, float]:
         from course_utils.grading.gradebook import record
@@ -154,7 +179,10 @@ class Gradebook:
         self._write_autograded(student, path, report)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return record(self.api.coursedir.db_url, student, report)
+            return record(self.marks, student, report)
+
+    def close(self) -> None:
+        self.marks.close()
 
     def _write_autograded(self, student: str, path: Path, report: GradeReport) -> None:
         """The submission with each test cell's output replaced by its one-line result, for formgrader."""
@@ -196,8 +224,9 @@ def autograde(
         raise NotACourseNotebook(f"--lab {lab} is not a lab of this course; expected one of {assignments()}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    overrides = read_overrides(out / "overrides.csv")
     state_path = out / "state.json"
-    state = json.loads(state_path.read_text()) if resume and state_path.exists() else {}
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}  # for --resume and failed runs
     solutions_digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(SOLUTIONS.glob("*/*.ipynb")))).hexdigest()
     found = find_submissions(Path(submissions))
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -206,21 +235,28 @@ def autograde(
     rows, todo = [], []
     for submission in found:
         key = f"{submission.student}|{submission.path}"
-        previous = state.get(key)
+        previous = state.get(key) if resume else None
         if previous and previous["digest"] == _digest(submission.path) and previous["solutions"] == solutions_digest:
-            rows.append({**previous["row"], "resumed": True})
+            rows.append({**previous["row"], "path": str(submission.path), "resumed": True})
         else:
             todo.append(submission)
-    gradebook = Gradebook(out / "nbgrader")
     importlib.import_module("course_utils.grading.grader")  # imported once here, so every pool process starts warm
 
     context = multiprocessing.get_context("fork")  # children of this process, so they die with it
-    pool = context.Pool(jobs, initializer=_pool_initializer, maxtasksperchild=50)
+    # no maxtasksperchild: a replacement process would be forked by the pool's handler thread, and its
+    # PR_SET_PDEATHSIG fires when that thread exits at close, killing it mid-task and hanging the pool's shutdown
+    # (seen past 50 notebooks per slot); each submission runs in its own forked worker, so a slot stays small
+    pool = context.Pool(jobs, initializer=_pool_initializer)
     try:
         results = pool.imap_unordered(_grade_in_pool, [(s, lab, limits, threads, allow_unsandboxed) for s in todo])
+        gradebook = Gradebook(out / "nbgrader")  # nbgrader starts up while the pool grades the first submissions
         for result in tqdm(results, total=len(todo), desc="autograde", unit="notebook", disable=not progress):
             report = result.pop("report", None)
-            row = {key: result.get(key, "") for key in ("student", "lab", "status", "reason")}
+            previous = state.get(f"{result['student']}|{result['path']}")
+            if (kept := kept_grade(result, report.score if report else None, previous)) is not None:
+                rows.append(kept)  # the gradebook and state.json keep the last run's grade too
+                continue
+            row = {key: result.get(key, "") for key in ("student", "lab", "status", "reason", "path")}
             row.update(score=0.0, max_score=0.0)
             if report is not None:
                 stored = gradebook.record(result["student"], Path(result["path"]), report)
@@ -245,8 +281,11 @@ def autograde(
         raise
     finally:
         pool.join()
+    rows = apply_overrides(rows, overrides, gradebook.marks)
+    gradebook.close()
     rows.sort(key=lambda row: (row["student"], row["lab"]))
     _write_csv(out / "grades.csv", rows)
+    write_similarity(out / "similarity.csv", rows)
     return rows
 
 
@@ -263,5 +302,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             points = row.get("points", {})
             writer.writerow(
                 [row["student"], row["lab"], f"{row['score']:g}", f"{row['max_score']:g}", row["status"], row["reason"]]
+                + [row.get("overrides", "")]
                 + [f"{points[name]:g}" if name in points else "" for name in exercises]
             )

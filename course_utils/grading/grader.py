@@ -27,10 +27,11 @@ from pathlib import Path
 from course_utils.grading import sandbox
 from course_utils.grading.channel import resolve
 from course_utils.grading.course import NOTEBOOKS, SOLUTIONS, NotACourseNotebook, assignments, read_notebook
-from course_utils.grading.definitions import function_named, normalized_body
+from course_utils.grading.definitions import normalized_answer
 from course_utils.grading.exercises import Lab, edited_tests, read_lab, student_answers
-from course_utils.grading.remote import ForbiddenCall, Limits, RemoteFunction, Worker, WorkerLost
+from course_utils.grading.remote import ForbiddenCall, Limits, RemoteFunction, Worker, WorkerLost, Zygote
 from course_utils.grading.report import CellGrade, GradeReport
+from course_utils.grading.similarity import THRESHOLD, similarity
 
 CHECKS_PREFIX = "course_utils.checks."
 
@@ -90,32 +91,43 @@ def identify(notebook, path: Path, lab: str | None = None) -> tuple[str, Path]:
     return best, candidates[best]
 
 
+def checks_modules(lab: Lab) -> list[str]:
+    """The checks modules that the lab's test cells import, in order of first import."""
+    modules = []
+    for exercise in lab.exercises:
+        for line in exercise.test_source.splitlines():
+            if line.startswith(f"from {CHECKS_PREFIX}") and line.split()[1] not in modules:
+                modules.append(line.split()[1])
+    return modules
+
+
 def forbidden_references(lab: Lab) -> dict[str, list[str]]:
     """For each exercise, the reference code it must not call: ``REFERENCES`` of the checks modules its tests import."""
     references = {}
-    for exercise in lab.exercises:
-        for line in exercise.test_source.splitlines():
-            if line.startswith(f"from {CHECKS_PREFIX}"):
-                module = importlib.import_module(line.split()[1])
-                references.update(getattr(module, "REFERENCES", {}))
+    for module in checks_modules(lab):
+        references.update(getattr(importlib.import_module(module), "REFERENCES", {}))
     return {exercise.name: list(references.get(exercise.name, ())) for exercise in lab.exercises}
 
 
 def _copy_flag(student_source: str, exercise_name: str, solution_source: str, references: list[str]) -> str:
-    """A flag when the student's function has the same normalized syntax tree as a reference."""
-    mine = function_named(student_source, exercise_name)
+    """A flag when the student's function, in the normal form of ``definitions.normalized_answer``, equals the
+    instructor's solution or a reference, or is at least ``similarity.THRESHOLD`` alike to one (a near-copy)."""
+    mine = normalized_answer(student_source, exercise_name)
     if mine is None:
         return ""
-    candidates = [("the instructor's solution", function_named(solution_source, exercise_name))]
+    candidates = [("the instructor's solution", normalized_answer(solution_source, exercise_name))]
     for target in references:
         if target.startswith("course_utils"):
             value = resolve(target)
-            with contextlib.suppress(OSError, TypeError):
-                candidates.append((target, function_named(textwrap.dedent(inspect.getsource(value)), value.__name__)))
-    body = normalized_body(mine)
-    for label, candidate in candidates:
-        if candidate is not None and normalized_body(candidate) == body:
-            return f"same syntax tree as {label} (likely copied); not marked down automatically"
+            with contextlib.suppress(OSError, TypeError):  # no source: a builtin, or a copy's compiled module
+                source = textwrap.dedent(inspect.getsource(value))
+                candidates.append((target, normalized_answer(source, value.__name__)))
+    scored = [(similarity(mine, tree), label) for label, tree in candidates if tree is not None]
+    alike, label = max(scored, default=(0.0, ""))
+    if alike == 1.0:
+        return f"same syntax tree as {label} (likely copied); not marked down automatically"
+    if alike >= THRESHOLD:
+        return f"{int(alike * 100)}% alike in structure to {label} (a near-copy?); not marked down automatically"
     return ""
 
 
@@ -148,8 +160,10 @@ def grade_submission(
     limits: Limits | None = None,
     allow_unsandboxed: bool = sandbox.ALLOW_UNSANDBOXED,
     threads: int | None = None,
+    zygote: Zygote | None = None,
 ) -> GradeReport:
-    """Grade a read notebook; see the module docstring. Marks are not yet stored anywhere."""
+    """Grade a read notebook; see the module docstring. Marks are not yet stored anywhere. With a ``zygote``
+    (a pool slot's), the sandboxed worker is forked from it rather than started afresh."""
     limits = limits or Limits()
     assignment, reference_path = identify(notebook, path, lab)
     trusted = reference_path.is_relative_to(SOLUTIONS) and SOLUTIONS.is_dir()
@@ -169,7 +183,7 @@ def grade_submission(
         "forbidden": forbidden,
         "threads": threads or max(1, (os.cpu_count() or 1)),
     }
-    worker = Worker(setup, limits, sandboxed=sandboxed)
+    worker = Worker(setup, limits, sandboxed=sandboxed, zygote=zygote if sandboxed and trusted else None)
     broken_cells: dict[str, str] = {}
 
     def start():

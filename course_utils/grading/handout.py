@@ -4,12 +4,14 @@
 only lists what is stale. It refuses to overwrite a notebook that holds outputs or differs from
 the last release (a student's work), unless forced, and then it backs the folder up first.
 ``export_student()`` writes a student copy: the released notebooks, ``course_utils``, the install
-files, and the student's README, Makefile and .gitignore from ``templates/student/``.
+files, and the student's README, Makefile and .gitignore from ``templates/student/``; for assigned
+labs it withholds the answers (``assigned``).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from importlib import resources
@@ -94,6 +96,12 @@ def release(labs: list[str] | None = None, check: bool = False, force: bool = Fa
 
 
 STUDENT_FILES = ("pyproject.toml", "constraints.txt", "environment.yml")
+# Jupyter settings that the student's `make lab` reads (JUPYTER_CONFIG_PATH=jupyter): nbgrader's instructor UI
+# (create assignment, formgrader, courses) and its Validate button, which re-runs a whole notebook, are off.
+JUPYTER_SETTINGS = {
+    "page_config.json": "jupyter/labconfig/page_config.json",
+    "jupyter_server_config.json": "jupyter/jupyter_server_config.json",
+}
 
 
 def _template(name: str) -> bytes:
@@ -101,13 +109,18 @@ def _template(name: str) -> bytes:
     return (resources.files(__package__) / "templates" / "student" / name).read_bytes()
 
 
-def export_student(destination: Path) -> Path:
+def export_student(destination: Path, assign: list[str] | None = None) -> Path:
     """Write a student copy of the course into ``destination`` (which must not exist yet): the released
     notebooks, ``course_utils``, the install files, a student README and a Makefile. No ``solutions/``,
-    no hidden tests, no instructor tooling."""
+    no hidden tests, no instructor tooling. Without ``assign`` it is a self-study copy, answers readable in
+    ``course_utils``; the labs in ``assign`` have their answers withheld (``assigned.withhold``)."""
+    from course_utils.grading.assigned import check_labs, withhold
+
     destination = Path(destination)
     if destination.exists():
         raise FileExistsError(f"{destination} already exists; choose a new folder for the student copy")
+    if assign is not None:
+        check_labs(assign)
     stale = release(check=True)
     if stale:
         raise ReleaseRefused(
@@ -122,7 +135,17 @@ def export_student(destination: Path) -> Path:
         shutil.copytree(NOTEBOOKS / lab, notebooks / lab, ignore=ignore)
     for name in STUDENT_FILES:
         shutil.copy2(REPO / name, destination / name)
-    (destination / "README.md").write_bytes(_template("README.md"))
+    if assign:
+        withhold(destination, assign)
+        note = _template("README-assigned.md").decode()
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        readme = _template("README.md") + note.format(labs=", ".join(assign), python=python).encode()
+    else:
+        readme = _template("README.md") + _template("README-self-study.md")
+    (destination / "README.md").write_bytes(readme)
     (destination / "Makefile").write_bytes(_template("Makefile"))
     (destination / ".gitignore").write_bytes(_template("gitignore"))  # dotless there, so git never applies it
+    for name, target in JUPYTER_SETTINGS.items():
+        (destination / target).parent.mkdir(parents=True, exist_ok=True)
+        (destination / target).write_bytes(_template(name))
     return destination

@@ -1,19 +1,23 @@
 """The grader's side of the sandboxed worker: start it, and call student functions through it.
 
 ``Worker`` owns one worker process (see ``worker.py``) for one notebook and speaks to it in the wire
-format of ``channel.py``. ``RemoteFunction`` looks like the student's function to a check: calling it
-sends the arguments to the worker, which runs the student's code and sends back the result, the new
-states of any ``torch.Generator`` and of the global RNG, and the tensor arguments as the call left
-them (so a check can see an in-place edit). The check itself, and every comparison, runs here, where
-no student code ever runs.
+format of ``channel.py``. The process is a fresh sandboxed Python or, when grading a class, a child forked
+by the pool slot's ``Zygote`` (see ``zygote.py``), which saves each notebook the start of Python and the
+imports. ``RemoteFunction`` looks like the student's function to a check: calling it sends the arguments
+to the worker, which runs the student's code and sends back the result, the new states of any
+``torch.Generator`` and of the global RNG, and the tensor arguments as the call left them (so a check can
+see an in-place edit). The check itself, and every comparison, runs here, where no student code ever runs.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 import resource
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,22 +91,172 @@ def _raise_student_error(reply: dict):
     raise error
 
 
-class Worker:
-    """One notebook's worker process; restartable after a hang or a crash."""
+class _Session(subprocess.Popen):
+    """A fresh worker process, the leader of its own session."""
 
-    def __init__(self, setup: dict, limits: Limits, *, sandboxed: bool):
-        self.setup, self.limits, self.sandboxed = setup, limits, sandboxed
+    def end(self) -> None:
+        """Kill it and everything it started (in the sandbox, its pid namespace dies with it)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.wait()
+
+
+class _ZygoteLost(Exception):
+    """The zygote did not answer as it should; its sandbox is discarded."""
+
+
+class Zygote:
+    """One pool slot's sandbox with a zygote in it (``zygote.py``): it forks a worker per notebook and, when the
+    notebook is done, kills everything the worker started and empties every writable place. Started on first
+    use; restarted in a new sandbox whenever it fails to answer. ``close`` when the slot ends."""
+
+    def __init__(self, startup_seconds: float = 120.0):
+        self.startup_seconds = startup_seconds
+        self.process, self.slot, self.failure, self.worker = None, None, "", None
+
+    def available(self) -> bool:
+        """Whether a worker can be forked here (starting the zygote if needed); if not, ``failure`` says why."""
+        if self.process is None and not self.failure:
+            try:
+                self._start()
+            except (_ZygoteLost, OSError) as error:
+                self.close()
+                self.failure = str(error)
+        return self.process is not None
+
+    def _start(self) -> None:
+        self.slot = tempfile.mkdtemp(prefix="course-worker-")  # the slot folder names the zygote in `ps`
+        ours, theirs = socket.socketpair()
+        self.socket = ours
+        self.channel = Channel(ours.fileno(), ours.fileno(), trusted_input=False)
+        python = [sys.executable, "-P", "-m", "course_utils.grading.zygote", str(theirs.fileno()), self.slot]
+        self.process = _Session(
+            sandbox.command(Path(self.slot)) + python,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(theirs.fileno(),),
+            cwd=self.slot,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.drain = _OutputDrain(self.process.stdout, 1 << 16)
+        self.drain.start()
+        message = self._receive(self.startup_seconds, "starting")
+        if message["kind"] != "ready":
+            raise _ZygoteLost(f"the zygote could not start: {message.get('reason', message['kind'])}")
+
+    def _receive(self, seconds: float, doing: str) -> dict:
+        try:
+            return self.channel.receive(time.monotonic() + seconds)
+        except (ChannelClosed, ChannelTimeout) as error:
+            tail = bytes(self.drain.kept[-300:]).decode(errors="replace").strip().splitlines()[-1:]
+            raise _ZygoteLost(
+                f"the zygote failed while {doing} ({type(error).__name__}{': ' + tail[0] if tail else ''})"
+            )
+
+    def spawn(self, worker_fds: tuple[int, int], limits: Limits, preload: list[str]) -> ForkedWorker:
+        """Fork a worker that reads requests from and writes replies to ``worker_fds``, once the zygote has
+        imported the modules ``preload`` (trusted names: the instructor's); ``available()`` first."""
+        output_read, output_write = os.pipe()
+        try:
+            socket.send_fds(self.socket, [b"s"], [*worker_fds, output_write])
+            self.channel.send({"memory_bytes": limits.memory_bytes, "preload": preload})
+        except OSError:
+            self.close()
+            raise
+        finally:
+            os.close(output_write)
+        self.worker = ForkedWorker(self, os.fdopen(output_read, "rb"))
+        return self.worker
+
+    def end_worker(self) -> None:
+        """Kill everything the worker started and empty the sandbox's writable places; a new sandbox if that fails."""
+        try:
+            self.socket.send(b"k")
+            while (message := self._receive(60, "ending a worker"))["kind"] != "clean":
+                self._note(message)
+        except (_ZygoteLost, OSError):
+            self.close()
+
+    def worker_status(self, seconds: float) -> int:
+        """The exit status of the worker (negative: the signal that killed it), waiting up to ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while self.worker.status is None:
+            try:
+                self._note(self._receive(max(0.0, deadline - time.monotonic()), "waiting for a worker"))
+            except _ZygoteLost:
+                if time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired("worker", seconds) from None
+                self.worker.status = -signal.SIGKILL  # the zygote died, and its sandbox with it
+        return self.worker.status
+
+    def _note(self, message: dict) -> None:
+        if message["kind"] == "exited" and self.worker is not None:
+            self.worker.status = message["status"]
+
+    def close(self) -> None:
+        """Kill the sandbox and everything in it, and remove the slot folder."""
+        if self.process is not None:
+            self.process.end()
+            self.socket.close()
+            self.drain.join(timeout=5)
+            self.process = None
+        if self.slot is not None:
+            shutil.rmtree(self.slot, ignore_errors=True)
+            self.slot = None
+
+
+class ForkedWorker:
+    """A worker forked by a ``Zygote``: what ``Worker`` needs of its process."""
+
+    def __init__(self, zygote: Zygote, stdout):
+        self.zygote, self.stdout, self.status = zygote, stdout, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.status is None and self.zygote.process is None:
+            self.status = -signal.SIGKILL
+        return self.status if self.status is not None else self.zygote.worker_status(timeout or 3600)
+
+    def end(self) -> None:
+        """Kill it and everything it started, and empty its scratch."""
+        if self.zygote.process is not None:
+            self.zygote.end_worker()
+
+
+def imported_modules(setup: dict) -> list[str]:
+    """The modules a worker of ``setup`` imports before any student code: the notebook's imports and the
+    forbidden references' modules."""
+    modules = [target.partition(":")[0] for targets in setup["forbidden"].values() for target in targets]
+    for node in ast.walk(ast.parse(setup["imports"])):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.append(node.module)
+    return list(dict.fromkeys(modules))
+
+
+class Worker:
+    """One notebook's worker process; restartable after a hang or a crash. With a ``zygote`` (only for a
+    trusted ``setup``: the instructor's imports) the process is forked by it where it is ``available()``,
+    else started fresh."""
+
+    def __init__(self, setup: dict, limits: Limits, *, sandboxed: bool, zygote: Zygote | None = None):
+        self.setup, self.limits, self.sandboxed, self.zygote = setup, limits, sandboxed, zygote
         self.process = None
         self.exercise = None
         self.deadline = None
         self.load_reports: dict[str, dict] = {}
 
-    def start(self, skip_cells: frozenset = frozenset()) -> None:
-        """Start the worker and load the definitions. Raises ``WorkerLost`` naming the cell that was loading."""
-        self.close()
+    def _launch(self, to_worker_read: int, from_worker_write: int) -> None:
+        if self.zygote is not None and self.zygote.available():
+            self.scratch = None  # the zygote gives each worker its scratch, and empties it
+            fds = (to_worker_read, from_worker_write)
+            self.process = self.zygote.spawn(fds, self.limits, imported_modules(self.setup))
+            return
         self.scratch = tempfile.TemporaryDirectory(prefix="course-worker-")
-        to_worker_read, to_worker_write = os.pipe()
-        from_worker_read, from_worker_write = os.pipe()
         python = [
             sys.executable,
             "-m",
@@ -123,7 +277,7 @@ class Worker:
                 "PYTHONPATH": package_root,
             }
         )
-        self.process = subprocess.Popen(
+        self.process = _Session(
             prefix + python,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -134,8 +288,17 @@ class Worker:
             start_new_session=True,
             preexec_fn=_limit_memory(self.limits.memory_bytes),
         )
-        os.close(to_worker_read)
-        os.close(from_worker_write)
+
+    def start(self, skip_cells: frozenset = frozenset()) -> None:
+        """Start the worker and load the definitions. Raises ``WorkerLost`` naming the cell that was loading."""
+        self.close()
+        to_worker_read, to_worker_write = os.pipe()
+        from_worker_read, from_worker_write = os.pipe()
+        try:
+            self._launch(to_worker_read, from_worker_write)
+        finally:
+            os.close(to_worker_read)
+            os.close(from_worker_write)
         self.channel = Channel(from_worker_read, to_worker_write, trusted_input=False)
         self.drain = _OutputDrain(self.process.stdout, self.limits.output_bytes)
         self.drain.start()
@@ -254,18 +417,15 @@ class Worker:
         """Kill the worker and everything it started; remove its scratch folder."""
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        self.process.end()
         for fd in (self.channel.read_fd, self.channel.write_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.drain.join(timeout=5)
-        self.scratch.cleanup()
+        if self.scratch is not None:
+            self.scratch.cleanup()
         self.process = None
 
 

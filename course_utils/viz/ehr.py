@@ -39,7 +39,7 @@ def _kind(code: str) -> str:
 
 def plot_event_counts(events: pa.Table, top: int = 25):
     """Left: events per subject (histogram). Right: the ``top`` most frequent codes, coloured by kind."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
     per_subject = pc.value_counts(events["subject_id"]).field("counts").to_numpy()
     left.hist(per_subject, bins=40, color=PALETTE["blue"], edgecolor="white")
     left.set(
@@ -53,9 +53,8 @@ def plot_event_counts(events: pa.Table, top: int = 25):
     colours = [KIND_COLOURS.get(_kind(codes[i]), OTHER_COLOUR) for i in order]
     right.barh([codes[i] for i in order], values[order], color=colours)
     right.set(xlabel="events", title=f"the {top} most frequent codes")
-    right.tick_params(axis="y", labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in KIND_COLOURS.values()]
-    right.legend(handles, list(KIND_COLOURS), loc="lower right", fontsize=8)
+    right.legend(handles, list(KIND_COLOURS), loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -71,7 +70,7 @@ def plot_timeline(events: pa.Table, subject_id: int):
     times = one["time"].to_numpy(zero_copy_only=False)
     codes = one["code"].to_pylist()
     rows = sorted(set(codes), key=lambda code: (_kind(code), code))
-    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(7.2, 0.28 * len(rows) + 1.5))
     for kind, marker in zip(KIND_COLOURS, MARKERS):
         chosen = [i for i, code in enumerate(codes) if _kind(code) == kind]
         if chosen:
@@ -86,11 +85,10 @@ def plot_timeline(events: pa.Table, subject_id: int):
     ax.set_yticks(
         range(len(rows)),
         [f"{code}  {CODES[code].description[:28] if code in CODES else ''}" for code in rows],
-        fontsize=7,
     )
     ax.set(xlabel="time", title=f"subject {subject_id}: {one.num_rows} events")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, bbox_to_anchor=(1.0, 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -103,8 +101,8 @@ def plot_cooccurrence(sequences: Sequence[EHRSequence], codes: Sequence[str]):
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     image = ax.imshow(conditional, cmap="cividis", vmin=0, vmax=1)
     labels = [f"{code} ({CODES[code].description[:18]})" if code in CODES else code for code in codes]
-    ax.set_xticks(range(len(codes)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(codes)), labels, fontsize=7)
+    ax.set_xticks(range(len(codes)), labels, rotation=90)
+    ax.set_yticks(range(len(codes)), labels)
     ax.set(title="P(column code | row code) across patients")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
@@ -112,7 +110,7 @@ def plot_cooccurrence(sequences: Sequence[EHRSequence], codes: Sequence[str]):
 
 
 def plot_code_map(points: np.ndarray, tokens: Sequence[str], title: str = "learned code embeddings (PCA)"):
-    """A 2-D map (``points`` ``[V, 2]``) of code embeddings, coloured by clinical group, marker by kind."""
+    """A 2-D map (``points`` ``[V, 2]``) of code embeddings, coloured by clinical group; the grouped codes named."""
     fig, ax = plt.subplots(figsize=(8, 6.5))
     groups = [code_group(token) for token in tokens]
     for group in [*GROUP_COLOURS, "other"]:
@@ -123,10 +121,11 @@ def plot_code_map(points: np.ndarray, tokens: Sequence[str], title: str = "learn
         ax.scatter(
             points[chosen, 0], points[chosen, 1], color=colour, s=40, edgecolor="black", linewidth=0.4, label=group
         )
-        for i in chosen:
-            ax.annotate(tokens[i].split("//", 1)[-1], points[i], fontsize=6, xytext=(3, 2), textcoords="offset points")
+        for i in chosen:  # names for the grouped codes; "other" codes and lab-value bins (//Q1...) stay unnamed
+            if group != "other" and "//Q" not in tokens[i]:
+                ax.annotate(tokens[i].split("//", 1)[-1], points[i], xytext=(3, 2), textcoords="offset points")
     ax.set(title=title, xlabel="component 1", ylabel="component 2")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(loc="best")
     fig.tight_layout()
     return fig
 
@@ -142,7 +141,7 @@ def plot_label_budget(runs: pd.DataFrame, oracle: str = "oracle"):
         raise ValueError(f"runs must be label_budget_experiment's table; it lacks the columns {sorted(missing)}")
     stats = runs.groupby(["model", "budget"], sort=False)[["auroc", "auprc"]].agg(["mean", "std"])
     models = [model for model in dict.fromkeys(runs["model"]) if model != oracle]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 4))
     colours = [PALETTE["vermillion"], PALETTE["blue"], PALETTE["green"], PALETTE["orange"]]
     for metric, ax in zip(("auroc", "auprc"), axes):
         for name, colour, style, marker in zip(models, colours, LINESTYLES, MARKERS):
@@ -162,7 +161,7 @@ def plot_label_budget(runs: pd.DataFrame, oracle: str = "oracle"):
             ax.axhline(level, color=PALETTE["black"], linestyle=":", label="oracle (true risk)")
         ax.set(xscale="log", xlabel="labelled patients (fine-tuning + tuning)", ylabel=metric.upper())
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(loc="lower right")
     fig.suptitle("mean ± sd over the labelled subsamples", fontsize=10)
     fig.tight_layout()
     return fig

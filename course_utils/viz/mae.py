@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from torchvision.utils import make_grid
 
 from course_utils.vision import unpatchify
-from course_utils.viz import LINESTYLES, MARKERS, PALETTE
+from course_utils.viz import LINESTYLES, MARKERS, MAX_WIDTH, PALETTE
 
 PANELS = ("original", "masked", "reconstruction", "reconstruction + visible")
 
@@ -33,7 +33,7 @@ def show_images(imgs: torch.Tensor, nrow: int = 8, title: str | None = None, ax=
     """A grid of images ``[B, C, H, W]`` (``torchvision.utils.make_grid``); returns the figure."""
     grid = make_grid(imgs.detach().float().cpu(), nrow=nrow, padding=1, pad_value=1.0)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(min(12, 1.2 * nrow), 1.2 * -(-len(imgs) // nrow) + 0.4))
+        fig, ax = plt.subplots(figsize=(min(MAX_WIDTH - 0.4, 1.2 * nrow), 1.2 * -(-len(imgs) // nrow) + 0.4))
     ax.imshow(_as_numpy_image(grid), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -112,6 +112,8 @@ def mae_explorer(models, images: torch.Tensor, seed: int = 0):
     import ipywidgets as widgets
     from IPython.display import display
 
+    from course_utils.viz.explorer import Explorer
+
     models = models if isinstance(models, dict) else {models.config.patch_size: models}
     controls = {
         "mask_ratio": widgets.FloatSlider(value=0.75, min=0.0, max=0.95, step=0.05, description="mask ratio"),
@@ -126,7 +128,7 @@ def mae_explorer(models, images: torch.Tensor, seed: int = 0):
         plt.close(fig)
 
     output = widgets.interactive_output(draw, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), output])
+    return Explorer([widgets.HBox(list(controls.values())), output])
 
 
 def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 0.75):
@@ -134,7 +136,7 @@ def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 
 
     ``sweep`` is what ``models.mae.mask_ratio_sweep`` returns; returns the figure.
     """
-    fig, (loss_ax, cost_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (loss_ax, cost_ax) = plt.subplots(1, 2, figsize=(8.6, 3.2))
     ratios = sweep["mask_ratio"]
     loss_ax.plot(
         ratios, sweep["loss"], color=PALETTE["blue"], linestyle=LINESTYLES[0], marker=MARKERS[0], label="held-out loss"
@@ -158,7 +160,7 @@ def plot_mask_ratio_sweep(sweep: dict[str, list[float]], trained_ratio: float = 
         ax.set(xlabel="mask ratio", ylabel=ylabel)
         ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend()
     cost_ax.set_ylim(bottom=0)
     fig.tight_layout()
     return fig
@@ -175,7 +177,7 @@ def plot_probe_accuracies(accuracies: dict[str, float], chance: float = 0.1):
         ax.text(accuracies[name] + 0.01, i, f"{accuracies[name]:.3f}", va="center")
     ax.axvline(chance, color=PALETTE["black"], linestyle=LINESTYLES[1], linewidth=1, label="chance")
     ax.set(yticks=range(len(names)), yticklabels=names, xlim=(0, 1.1), xlabel="test accuracy (logistic regression)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -205,6 +207,6 @@ def plot_probe_during_pretraining(
         ax.axhline(accuracy, color=colours[i % 3], linestyle=LINESTYLES[1 + i % 3], linewidth=1.5, label=name)
     ax.set(xlabel="pretraining step", ylabel=f"{metric} (test)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig

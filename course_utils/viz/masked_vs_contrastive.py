@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from course_utils.viz import PALETTE
+from course_utils.viz import MAX_WIDTH, PALETTE
 
 METHOD_COLOURS = dict(simclr=PALETTE["vermillion"], mae=PALETTE["blue"], simmim=PALETTE["green"])
 FLOOR_STYLES = {
@@ -32,7 +32,7 @@ def plot_method_comparison(result, metrics=("few_shot", "linear", "knn")):
     table = result.table.set_index("method")
     methods = [method for method in table.index if method in METHOD_COLOURS]
     width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(2.4 + 2.2 * len(metrics), 4))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH - 0.4, 2.4 + 2.0 * len(metrics)), 4.6))
     for index, method in enumerate(methods):
         offsets = [group + (index - (len(methods) - 1) / 2) * width for group in range(len(metrics))]
         row = table.loc[[method]]
@@ -55,9 +55,9 @@ def plot_method_comparison(result, metrics=("few_shot", "linear", "knn")):
     ax.set_xticks(range(len(metrics)), [PROBE_NAMES.get(metric, metric) for metric in metrics])
     ax.set_ylabel("test accuracy (10 digits)")
     ax.set_ylim(0, 1.05)
-    budget = f"{result.budget_flops / 1e9:.0f} GFLOPs each"
+    budget = f"{result.budget_flops / 1e9:.3g} GFLOPs each"
     ax.set_title(f"equal training FLOPs ({budget}), mean and 95% interval over seeds", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -76,7 +76,7 @@ def plot_arms(table: pd.DataFrame, metric: str = "few_shot"):
         bar.set_hatch("//" if views == "none" else "")
     ax.set_yticks(range(len(table)), table["arm"])
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 1.05)  # room for an interval that reaches 1
     ax.set_xlabel(f"{PROBE_NAMES.get(metric, metric)} accuracy, mean and 95% interval over seeds")
     ax.set_title("what each method owes its views", fontsize=10)
     fig.tight_layout()

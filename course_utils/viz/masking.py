@@ -37,8 +37,10 @@ def plot_rates_with_bands(
     About ``1 - level`` of the draws should fall outside the band; many more means a biased masker.
     """
     names = list(expected)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
-    for ax, name, marker in zip(axes[0], names, MARKERS * 2):
+    columns = min(2, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3 * rows), squeeze=False)
+    for ax, name, marker in zip(axes.flat, names, MARKERS * 2):
         count, total, p = np.asarray(counts[name]), np.asarray(totals[name]), expected[name]
         draw = np.arange(len(count))
         low, high = binom.interval(level, total, p)
@@ -58,8 +60,8 @@ def plot_rates_with_bands(
         ax.plot(draw[~inside], rate[~inside], "x", color=PALETTE["vermillion"], label="outside the band")
         ax.set(title=f"{name}: {inside.mean():.0%} inside", xlabel="draw", ylabel="observed rate")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
     return fig
 
 
@@ -148,6 +150,8 @@ def masking_viewer(
     """
     import ipywidgets as widgets
 
+    from course_utils.viz.explorer import Explorer
+
     tokenizer = demo_tokenizer()
     batch = encode_batch(tokenizer, [text])
     input_ids, word_ids = batch["input_ids"], batch["word_ids"]
@@ -177,4 +181,4 @@ def masking_viewer(
         control.observe(show, names="value")
     redraw.on_click(show)
     show()
-    return widgets.VBox([widgets.HBox([probability, redraw]), strategy, view])
+    return Explorer([widgets.HBox([probability, redraw]), strategy, view])
