@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import re
 import resource
 import select
 import shutil
@@ -118,15 +119,25 @@ def _processes() -> list[int]:
     return alive
 
 
-def _empty(folder: str, keep: str) -> None:
-    """Remove everything under ``folder`` but the folder ``keep`` and the folders on the way to it, which are
-    emptied instead. Read-only and unreadable folders are made removable first."""
+def _mount_points() -> set[str]:
+    """Every mount point in this sandbox (``/proc/self/mountinfo``): the folders bound in, such as a course or
+    a virtual environment that lives under ``/tmp``, which emptying must leave alone."""
+    with open("/proc/self/mountinfo") as file:  # the 5th field, with spaces and the like as octal escapes
+        return {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in file}
+
+
+def _empty(folder: str, keep: str, mounts: set[str]) -> None:
+    """Remove everything under ``folder`` but the folder ``keep`` (emptied instead), the ``mounts`` (left as they
+    are) and the folders on the way to either (emptied around them). Read-only and unreadable folders are made
+    removable first."""
     for entry in os.scandir(folder):
         path = entry.path
         if entry.is_dir(follow_symlinks=False):
+            if path in mounts and path != keep:
+                continue
             os.chmod(path, 0o700)
-            if path == keep or keep.startswith(path + os.sep):
-                _empty(path, keep)
+            if path == keep or _holds(path, {keep, *mounts}):
+                _empty(path, keep, mounts)
                 continue
             for root, folders, _ in os.walk(path):
                 for name in folders:
@@ -137,13 +148,20 @@ def _empty(folder: str, keep: str) -> None:
             os.unlink(path)
 
 
+def _holds(folder: str, paths: set[str]) -> bool:
+    """Whether one of ``paths`` lies inside ``folder``."""
+    return any(path.startswith(folder + os.sep) for path in paths)
+
+
 def end_submission(slot: str) -> None:
     """Kill everything the submission started, then empty every writable place. Raises if anything is left."""
     _kill_all_but_me()
+    mounts = _mount_points()
     for folder in (*WRITABLE, slot):
-        _empty(folder, slot)
+        _empty(folder, slot, mounts)
     left = [os.path.join(folder, name) for folder in (*WRITABLE, slot) for name in os.listdir(folder)]
-    if [path for path in left if not (slot == path or slot.startswith(path + os.sep))]:
+    kept = {slot, *mounts}
+    if [path for path in left if path not in kept and not _holds(path, kept)]:
         raise RuntimeError(f"could not empty the sandbox: {left}")
 
 
