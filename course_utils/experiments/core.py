@@ -219,6 +219,13 @@ def summarise(
     return pd.DataFrame(columns).reset_index()
 
 
+def with_interval(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """``0.840 [0.473, 1.207]``; the mean alone when there is no interval (one seed)."""
+    if pd.isna(low) or pd.isna(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def mean_sd(mean: float, sd: float, digits: int = 3) -> str:
     """``0.812±0.013`` as one token; the mean alone when there is no sd (one run)."""
     return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f}±{sd:.{digits}f}"

@@ -47,7 +47,14 @@ from torch import nn
 
 from course_utils.contrastive import TEMPERATURE, TRANSLATE, random_translate
 from course_utils.device import get_device, seed_everything
-from course_utils.experiments.core import require_ints, require_subset, sized, steps_for_budget, summarise
+from course_utils.experiments.core import (
+    require_ints,
+    require_subset,
+    sized,
+    steps_for_budget,
+    summarise,
+    with_interval,
+)
 from course_utils.models.flops import counted_flops
 from course_utils.models.mae import MAEConfig, MaskedAutoencoder, extract_features
 from course_utils.models.simclr import SimCLR
@@ -501,8 +508,8 @@ def batch_reading(table: pd.DataFrame, metric: str = "few_shot") -> str:
     verdict = ("the larger batch is better" if above(rows, large, small, metric) else
                "the smaller batch is better" if above(rows, small, large, metric) else
                "no difference beyond the intervals")
-    return (f"SimCLR, same steps: {verdict} ({metric} {with_interval(rows, large, metric)} at batch {large}, "
-            f"{with_interval(rows, small, metric)} at batch {small})")
+    return (f"SimCLR, same steps: {verdict} ({metric} {summary_cell(rows, large, metric)} at batch {large}, "
+            f"{summary_cell(rows, small, metric)} at batch {small})")
 
 
 def architecture_costs(config: ImageComparisonConfig | None = None) -> pd.DataFrame:
@@ -542,12 +549,12 @@ def above(table: pd.DataFrame, first: str, second: str, metric: str) -> bool:
     return bool(low > high)
 
 
-def with_interval(table: pd.DataFrame, name: str, metric: str) -> str:
-    """``0.604 [0.526, 0.681]``: the mean of ``metric`` for row ``name`` of a summary and its 95% interval."""
+def summary_cell(table: pd.DataFrame, name: str, metric: str) -> str:
+    """``0.604 [0.526, 0.681]``: the mean of ``metric`` for row ``name`` of a summary and its 95% interval
+    (``core.with_interval``); the mean alone where the interval is a point (the deterministic pixel floors)."""
     row = table.set_index(table.columns[0]).loc[name]
-    if pd.isna(row[f"{metric}_low"]) or row[f"{metric}_low"] == row[f"{metric}_high"]:
-        return f"{row[f'{metric}_mean']:.3f}"
-    return f"{row[f'{metric}_mean']:.3f} [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]"
+    mean, low, high = (row[f"{metric}_{part}"] for part in ("mean", "low", "high"))
+    return f"{mean:.3f}" if low == high else with_interval(mean, low, high)
 
 
 def comparison_reading(comparison: MethodComparison, metric: str = "few_shot") -> str:
@@ -555,10 +562,10 @@ def comparison_reading(comparison: MethodComparison, metric: str = "few_shot") -
     table = comparison.table
     methods = [m for m in table["method"] if m not in FLOORS]
     winners = [m for m in methods if all(above(table, m, floor, metric) for floor in FLOORS)]
-    floors = ", ".join(f"{floor} {with_interval(table, floor, metric)}" for floor in FLOORS)
+    floors = ", ".join(f"{floor} {summary_cell(table, floor, metric)}" for floor in FLOORS)
     if not winners:
         return f"{metric}: no method's interval lies above every floor (floors: {floors})"
-    shown = "; ".join(f"{m} {with_interval(table, m, metric)}" for m in winners)
+    shown = "; ".join(f"{m} {summary_cell(table, m, metric)}" for m in winners)
     return f"{metric}: above every floor, intervals not overlapping: {shown} (floors: {floors})"
 
 
@@ -581,8 +588,8 @@ def arms_reading(table: pd.DataFrame, metric: str = "few_shot") -> str:
             continue
         helps, hurts = above(table, shift, none, metric), above(table, none, shift, metric)
         effect = "the shift helps" if helps else "the shift hurts" if hurts else "no difference beyond the intervals"
-        lines.append(f"{method}: {effect} ({metric} {with_interval(table, shift, metric)} with it, "
-                     f"{with_interval(table, none, metric)} without)")
+        lines.append(f"{method}: {effect} ({metric} {summary_cell(table, shift, metric)} with it, "
+                     f"{summary_cell(table, none, metric)} without)")
     return "\n".join(lines)
 
 
@@ -658,7 +665,7 @@ def verdicts(
         image_verdict = "disagrees"
     else:
         image_verdict = "not testable here"
-    image = ", ".join(f"{m} {with_interval(table, m, metric)}" for m in table["method"])
+    image = ", ".join(f"{m} {summary_cell(table, m, metric)}" for m in table["method"])
     rows.append(("best for: images", image_verdict, f"{metric}: {image}"))
     rows.append(("best for: sequences", *sequence_verdict(sequences)))
     table = pd.DataFrame(rows, columns=["aspect", "verdict", "measured"])

@@ -47,6 +47,7 @@ from course_utils.experiments.core import (
     sized,
     steps_for_budget,
     summarise,
+    with_interval,
 )
 from course_utils.masking import mask_tokens
 from course_utils.models.albert import AlbertConfig, AlbertForMaskedLM
@@ -475,13 +476,6 @@ def probe_metrics() -> list[str]:
 def fact_check_metric(label_budget: int) -> str:
     """The column name of the downstream accuracy with ``label_budget`` labels."""
     return f"fact_check_{label_budget}"
-
-
-def with_interval(mean: float, low: float, high: float, digits: int = 3) -> str:
-    """``0.840 [0.473, 1.207]``; the mean alone when there is no interval (one seed)."""
-    if pd.isna(low) or pd.isna(high):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 @dataclass
