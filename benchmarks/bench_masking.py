@@ -1,4 +1,4 @@
-"""Masking speed: course_utils.masking.mask_tokens against the seed's Python loop and Hugging Face.
+"""Masking speed: course_utils.masking.mask_tokens against the course notes' Python loop and Hugging Face.
 
     python benchmarks/bench_masking.py [--batch 256] [--seq 512] [--repeats 20] [--threads 1]
 
@@ -7,7 +7,7 @@ each time is the median over ``--repeats`` rounds, the maskers taking turns with
 Face's ``DataCollatorForLanguageModeling.torch_mask_tokens`` (transformers, a test extra) gets a
 tokenizer built in memory (no hub), once with a precomputed ``special_tokens_mask`` and once
 without; it masks in place, so it gets a fresh copy of the batch, made outside the timed region.
-The seed's loop takes about 0.4 s per batch here, so it runs on the full batch too.
+The notes' loop takes about 0.4 s per batch here, so it runs on the full batch too.
 Targets: >= 100x the loop and >= 2x Hugging Face with the precomputed mask.
 """
 
@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
-from course_utils.masking import mask_tokens, seed_create_masked_lm_batch
+from course_utils.masking import mask_tokens, notes_create_masked_lm_batch
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -75,7 +75,7 @@ def main() -> None:
             batch, special_tokens_mask=special_mask
         ),
         "HF, no special_tokens_mask": lambda batch: collator.torch_mask_tokens(batch),
-        "seed loop": lambda batch: seed_create_masked_lm_batch(batch, MASK, vocab_size=VOCAB),
+        "notes' loop": lambda batch: notes_create_masked_lm_batch(batch, MASK, vocab_size=VOCAB),
     }
     seconds = {name: [] for name in maskers}
     for name, masker in maskers.items():  # warm-up
@@ -97,7 +97,7 @@ def main() -> None:
         print(f"  {name:<40} {value * 1e3:10.2f} ms")
     ours = median["course_utils mask_tokens"]
     ratios = {
-        "seed loop": (median["seed loop"] / ours, 100),
+        "notes' loop": (median["notes' loop"] / ours, 100),
         "HF, precomputed special_tokens_mask": (median["HF, precomputed special_tokens_mask"] / ours, 2),
         "HF, no special_tokens_mask": (median["HF, no special_tokens_mask"] / ours, 2),
     }

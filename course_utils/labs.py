@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nbformat
@@ -83,8 +83,12 @@ def run_labs(
     labs: Sequence[str] | None = None,
     max_steps: int | None = None,
     solutions: str | Path = SOLUTIONS,
+    kernel_env: Mapping[str, str] | None = None,
 ) -> list[dict]:
-    """Run ``labs`` (default: all) in ``profile`` one after another; return the summary lines written to ``OUT``."""
+    """Run ``labs`` (default: all) in ``profile`` one after another; return the summary lines written to ``OUT``.
+
+    The kernels get this process's environment with the profile, the step cap and ``kernel_env`` on top.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
@@ -96,6 +100,7 @@ def run_labs(
     env.pop("COURSE_MAX_STEPS", None)
     if max_steps is not None:
         env["COURSE_MAX_STEPS"] = str(max_steps)
+    env.update(kernel_env or {})
     summaries = []
     for path in notebooks:
         lab = path.parent.name

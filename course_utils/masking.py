@@ -610,15 +610,15 @@ class MaskingCollator:
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-# --------------------------------------------------------------------------- the seed's loop, for comparison only
+# --------------------------------------------------------------------------- the course notes' loop, for comparison only
 
 
-def seed_create_masked_lm_batch(tokens, mask_token_id, mask_prob=0.15, vocab_size=30000):
-    """The course seed's masker, kept as it was (only its global MASK_TOKEN_ID became an argument) so
+def notes_create_masked_lm_batch(tokens, mask_token_id, mask_prob=0.15, vocab_size=30000):
+    """The course notes' masker, kept as it was (only its global MASK_TOKEN_ID became an argument) so
     that Lab 1 and ``benchmarks/bench_masking.py`` can show and time it.
 
     Returns ``(masked_tokens, targets, mask_positions)``: ``targets`` is the whole input and the
-    seed's loss scores ``predictions[mask_positions]`` against ``targets[mask_positions]``. Do not
+    notes' loss scores ``predictions[mask_positions]`` against ``targets[mask_positions]``. Do not
     use it: it selects padding and special tokens, draws its random ids from the whole vocabulary
     (specials included, as BERT's own data generator does) and loops over every token in Python.
     """

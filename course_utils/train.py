@@ -81,12 +81,17 @@ class History:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, norms or 1-D parameters)."""
+    """AdamW with weight decay on matrices only (not on biases, norms or 1-D parameters).
+
+    Fused (one kernel for every parameter) where all parameters are floating-point on a CPU or a CUDA GPU:
+    a small model's step spends much of its time in a per-parameter update otherwise (``benchmarks/bench_train.py``).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True if fused else None)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -107,18 +112,43 @@ def to_device(batch, device: torch.device):
     return batch
 
 
+class TensorRows(torch.utils.data.Dataset):
+    """The rows of a dict of equally long tensors; a batch of rows is one indexing per tensor (``__getitems__``),
+    not one per row and key followed by a stack, as ``StackDataset`` with the default collate does."""
+
+    def __init__(self, encoded: dict[str, torch.Tensor]):
+        lengths = {len(tensor) for tensor in encoded.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"encoded must hold tensors of one length, got lengths {sorted(lengths)}")
+        self.encoded, self.length = encoded, lengths.pop()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: tensor[index] for key, tensor in self.encoded.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = torch.as_tensor(indices)
+        return {key: tensor[rows] for key, tensor in self.encoded.items()}
+
+
+def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
 def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pin_memory: bool = False):
     """A shuffling ``DataLoader`` over the rows of a dict of tensors (``text.encode_batch``'s output, images and labels):
     each batch is a dict of ``[batch_size, ...]`` tensors, the last partial one dropped; reshuffled every epoch from ``seed``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dataset = torch.utils.data.StackDataset(**encoded)
     return torch.utils.data.DataLoader(
-        dataset,
+        TensorRows(encoded),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=_batch_as_is,  # __getitems__ already returns the batch
         pin_memory=pin_memory,
     )
 

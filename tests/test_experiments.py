@@ -119,6 +119,20 @@ def test_batches_cover_every_row_once_per_epoch_and_reshuffle():
         batches(data, batch_size=0)
 
 
+def test_batches_are_the_batches_of_a_stack_dataset_loader_with_the_same_seed():
+    data = dict(ids=torch.arange(20).view(10, 2), mask=torch.arange(10) % 2)
+    peer = torch.utils.data.DataLoader(
+        torch.utils.data.StackDataset(**data), batch_size=4, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(3),
+    )
+    ours = batches(data, batch_size=4, seed=3)
+    for _ in range(2):  # two epochs
+        pairs = list(zip(ours, peer, strict=True))
+        assert pairs and all(torch.equal(a[key], b[key]) for a, b in pairs for key in data)
+    with pytest.raises(ValueError, match="one length"):
+        batches(dict(ids=torch.zeros(4, 2), mask=torch.zeros(3)), batch_size=2)
+
+
 def test_summarise_gives_mean_sd_and_a_t_interval_per_group_in_order_of_appearance():
     runs = pd.DataFrame(
         dict(method=["b", "b", "b", "a", "a"], steps=[5, 5, 5, 7, 7], accuracy=[0.5, 0.6, 0.7, 0.9, 0.9])

@@ -6,40 +6,19 @@ with a GPU. ``COURSE_MAX_STEPS=2`` caps every training loop and ``COURSE_DEVICE=
 any GPU; evaluation keeps its full size. Each lab's kernel must stay under ``HOST_MEMORY_LIMIT_GB`` of host
 memory: a machine that runs out of it stops answering.
 
-The labs run two at a time, each kernel on one thread (longest first), which on two cores finishes sooner
-than one lab at a time on two threads: much of each lab is single-threaded Python and scikit-learn.
+The labs run in the background from the session's start, one at a time on one thread, beside the rest of
+the suite (``conftest.gpu_profile_runs``); these tests run last and wait for them.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import nbformat
 import pytest
 
-from course_utils.labs import lab_notebooks, run_labs
+from course_utils.labs import lab_notebooks
 
 HOST_MEMORY_LIMIT_GB = 16
-MAX_STEPS = 2
 LABS = [path.parent.name for path in lab_notebooks()]
-LONGEST_FIRST = ("lab06_masked_vs_contrastive", "lab04_ehr", "lab05_objectives", "lab02_bert", "lab03_mae")
-
-
-@pytest.fixture(scope="module")
-def gpu_profile_runs(tmp_path_factory) -> dict[str, tuple[dict, object]]:
-    """Each lab's ``run_labs`` summary and executed notebook path, run in the gpu profile on the CPU."""
-    out = tmp_path_factory.mktemp("gpu_profile")
-    order = sorted(LABS, key=lambda lab: LONGEST_FIRST.index(lab) if lab in LONGEST_FIRST else len(LONGEST_FIRST))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COURSE_DEVICE", "cpu")
-        patch.setenv("OMP_NUM_THREADS", "1")  # read by the kernels, which run_labs starts with this environment
-
-        def run(lab: str) -> tuple[dict, object]:
-            [summary] = run_labs("gpu", out / lab, labs=[lab], max_steps=MAX_STEPS)
-            return summary, out / lab / f"{lab}.ipynb"
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return dict(zip(order, pool.map(run, order)))
 
 
 def failing_outputs(notebook_path, cell_ids: list[str]) -> str:
@@ -58,10 +37,11 @@ def failing_outputs(notebook_path, cell_ids: list[str]) -> str:
 @pytest.mark.gpu_profile
 @pytest.mark.parametrize("lab", LABS)
 def test_lab_runs_in_the_gpu_profile_on_the_cpu_within_host_memory(lab, gpu_profile_runs, capsys):
-    summary, notebook = gpu_profile_runs[lab]
+    summary, notebook = gpu_profile_runs.result()[lab]  # conftest starts every lab's run when the session starts
     with capsys.disabled():
         print(
-            f"\n[gpu profile, COURSE_MAX_STEPS={MAX_STEPS}, on cpu, 1 thread] {lab}: {summary['seconds']} s, "
+            f"\n[gpu profile, COURSE_MAX_STEPS={summary['max_steps']}, on cpu, 1 thread] {lab}: "
+            f"{summary['seconds']} s, "
             f"peak host memory {summary['peak_host_memory_gb']:.2f} GB"
         )
     assert summary["failing_cells"] == [], failing_outputs(notebook, summary["failing_cells"])

@@ -28,11 +28,12 @@ from course_utils.experiments.image_pretraining import (
     few_shot_indices,
     image_comparison_config,
     pretraining_batches,
+    pretraining_loss,
     sequence_verdict,
     training_flops,
     verdicts,
 )
-from course_utils.models.flops import encoder_forward_flops
+from course_utils.models.flops import counted_flops, encoder_forward_flops
 from course_utils.viz.masked_vs_contrastive import plot_arms, plot_method_comparison
 
 CPU = torch.device("cpu")
@@ -123,6 +124,16 @@ def test_a_simclr_step_counts_both_views():
     step = training_flops("simclr", config, config.batch_size)
     assert step > 1.5 * 3 * single_view_forward
     assert training_flops("simclr", config, 2 * config.batch_size) > 1.9 * step
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_flops_counted_on_the_meta_device_equal_a_step_on_real_images(method):
+    config = image_comparison_config("ci")
+    model = build_model(method, config).train()
+    shape = (config.batch_size, 1, config.encoder.image_size, config.encoder.image_size)
+    batch = (torch.rand(shape), torch.rand(shape)) if method == "simclr" else torch.rand(shape)
+    real = counted_flops(lambda: pretraining_loss(method, config, model, batch), model=model)
+    assert training_flops(method, config, config.batch_size) == real
 
 
 def test_mae_step_is_cheaper_than_simmim_and_simclr_at_the_cpu_sizes():

@@ -635,16 +635,16 @@ def test_collator_rejects_an_empty_batch():
         collator()([])
 
 
-# --------------------------------------------------------------------------- the seed's loop, and the notebook
+# --------------------------------------------------------------------------- the course notes' loop, and the notebook
 
 
 def test_seed_loop_selects_padding_and_special_tokens_and_scores_them():
     ids = batch(rows=8)
-    _, targets, positions = masking.seed_create_masked_lm_batch(ids, MASK, mask_prob=1.0, vocab_size=VOCAB)
-    scored = targets[positions]  # what the seed's loss compares predictions[mask_positions] with
-    assert positions[ids == PAD].all() and positions[ids == CLS].all(), "the seed selects padding and [CLS]"
+    _, targets, positions = masking.notes_create_masked_lm_batch(ids, MASK, mask_prob=1.0, vocab_size=VOCAB)
+    scored = targets[positions]  # what the notes' loss compares predictions[mask_positions] with
+    assert positions[ids == PAD].all() and positions[ids == CLS].all(), "the notes' masker selects padding and [CLS]"
     assert (scored == PAD).any() and (scored == SEP).any()
-    assert torch.equal(targets, ids), "the seed's targets are the whole input, scored only at mask_positions"
+    assert torch.equal(targets, ids), "the notes' targets are the whole input, scored only at mask_positions"
 
 
 SOLUTION = Path(__file__).resolve().parent.parent / "solutions" / "lab01_masking" / "lab01_masking.ipynb"

@@ -2,7 +2,7 @@
 
 A markdown cell that quotes measured results, three or more numbers with two or more decimals outside tables, code
 and math, either says they come from "our `cpu` run" or cites where they come from (a paper's "et al.", the
-seed's example). Hyperparameters (β₂ = 0.95) and a chance level (0.5) stay below the threshold.
+course notes' example). Hyperparameters (β₂ = 0.95) and a chance level (0.5) stay below the threshold.
 """
 
 import re
@@ -13,7 +13,7 @@ import pytest
 
 SOLUTIONS = sorted(Path(__file__).resolve().parents[1].glob("solutions/*/*.ipynb"))
 MEASURED = re.compile(r"(?<![\w.])\d+\.\d{2,}(?!\w|\.\d)")  # 0.970, 4.30: not 3.8, not section 3.1.2
-LABELLED = re.compile(r"our `cpu` run|et al\.|seed's")
+LABELLED = re.compile(r"our `cpu` run|et al\.|course notes'")
 QUOTES_RESULTS = 3  # numbers a cell may quote before it must say where they come from
 
 

@@ -1,5 +1,6 @@
 """The shared training loop: it learns, its schedule has the documented shape, fp16 loss scaling is invisible."""
 
+import copy
 import re
 
 import pytest
@@ -57,6 +58,22 @@ def test_weight_decay_skips_biases_and_norms():
     decayed, plain = make_optimizer(model, TrainConfig(steps=1)).param_groups
     assert [p.shape for p in decayed["params"]] == [torch.Size([4, 4])]
     assert decayed["weight_decay"] > 0 and plain["weight_decay"] == 0 and len(plain["params"]) == 3
+
+
+def test_the_optimiser_is_fused_on_the_cpu_and_takes_the_same_steps_as_the_unfused_one():
+    torch.manual_seed(0)
+    model, config = nn.Linear(3, 2), TrainConfig(steps=5, lr=0.1)
+    optimizer = make_optimizer(model, config)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    twin = copy.deepcopy(model)
+    groups = make_optimizer(twin, config).param_groups
+    plain = torch.optim.AdamW([{**g, "fused": None} for g in groups], lr=config.lr, betas=config.betas)
+    for _ in range(5):
+        for m, opt in ((model, optimizer), (twin, plain)):
+            opt.zero_grad()
+            m(torch.ones(4, 3)).square().sum().backward()
+            opt.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), twin.parameters()))
 
 
 def test_fp16_loss_scaling_leaves_the_clipped_updates_unchanged(monkeypatch):

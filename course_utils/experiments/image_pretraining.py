@@ -249,14 +249,16 @@ def pretraining_loss(method: str, config: ImageComparisonConfig, model: nn.Modul
 def training_flops(method: str, config: ImageComparisonConfig, batch_size: int | None = None) -> int:
     """FLOPs of one training step (forward + backward) of ``method`` on ``batch_size`` images (its own by default).
 
-    Counted by ``models.flops.counted_flops`` on a fresh CPU model and random images. SimCLR's step
-    encodes ``2 x batch_size`` views; the optimiser's update is not counted.
+    Counted by ``models.flops.counted_flops`` on a fresh model and images on the meta device: shapes only, so
+    counting costs no arithmetic at any size. SimCLR's step encodes ``2 x batch_size`` views; the optimiser's
+    update is not counted.
     """
     if batch_size is None:
         batch_size = config.batch_size if method == "simclr" else config.masked_batch_size
-    model = build_model(method, config).train()
     shape = (batch_size, 1, config.encoder.image_size, config.encoder.image_size)
-    batch = (torch.rand(shape), torch.rand(shape)) if method == "simclr" else torch.rand(shape)
+    with torch.device("meta"):
+        model = build_model(method, config).train()
+        batch = (torch.rand(shape), torch.rand(shape)) if method == "simclr" else torch.rand(shape)
     return counted_flops(lambda: pretraining_loss(method, config, model, batch))
 
 

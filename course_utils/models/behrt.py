@@ -10,7 +10,7 @@
 
 Following Li et al. (2020), a token's embedding is the sum of four lookups -- its code, the
 patient's age in years, its visit index and its alternating segment -- then LayerNorm and dropout.
-Unlike the seed's ``MaskedEHRModel``, attention is masked on ``[PAD]``, and the masking
+Unlike the course notes' ``MaskedEHRModel``, attention is masked on ``[PAD]``, and the masking
 (``mask_events``) is vectorised, never selects ``[PAD]``, ``[CLS]`` or ``[SEP]`` and never draws a
 special token as a random replacement.
 """
