@@ -1,8 +1,9 @@
 """Shared test setup: every notebook and kernel runs in the tiny `ci` profile unless told otherwise.
 
 The ``gpu_profile`` tests run last, and the labs they check start in the background when the session
-starts (``gpu_profile_runs``): one lab at a time, on one thread, beside the rest of the suite, which
-leaves the second core mostly idle otherwise.
+starts (``gpu_profile_runs``): one lab at a time, on one thread, beside the rest of the suite. Every
+kernel and process the suite starts uses one torch thread (``OMP_NUM_THREADS=1``): the `ci` sizes gain
+nothing from a second, and two-thread kernels beside the background lab stall each other.
 """
 
 import os
@@ -13,6 +14,7 @@ import pytest
 
 os.environ.setdefault("COURSE_PROFILE", "ci")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 GPU_PROFILE_MAX_STEPS = 2

@@ -42,7 +42,7 @@ from course_utils.grading.channel import Channel
 
 WRITABLE = ("/tmp", "/dev/shm")  # with SLOT, every place in the sandbox a worker can write (sandbox.command)
 CLONE_NEWUSER, CLONE_NEWIPC = 0x10000000, 0x08000000
-PR_SET_DUMPABLE = 4
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -52,8 +52,11 @@ def _own_namespaces() -> None:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER | CLONE_NEWIPC) failed for the worker")
 
 
-def _run_worker(fds: list[int], scratch: str, memory_bytes: int) -> None:
-    """In the forked child: become a fresh worker in ``scratch``, then serve the grader (never returns)."""
+def _run_worker(fds: list[int], scratch: str, memory_bytes: int, zygote: int) -> None:
+    """In the forked child: become a fresh worker in ``scratch``, then serve the grader (never returns).
+
+    The worker dies with its zygote (``zygote``: its pid), so a student whose code kills the zygote ends their
+    own grading there and then, rather than whenever the sandbox's init notices."""
     try:
         read_fd, write_fd, output_fd = fds
         os.dup2(output_fd, 1)
@@ -67,6 +70,9 @@ def _run_worker(fds: list[int], scratch: str, memory_bytes: int) -> None:
                     pass
         os.setsid()
         _own_namespaces()
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the new user namespace, which would clear it
+        if os.getppid() != zygote:  # it died before the line above
+            os._exit(1)
         os.mkdir(scratch, 0o700)
         os.chdir(scratch)
         os.environ.update(HOME=scratch, MPLCONFIGDIR=scratch)
@@ -186,7 +192,7 @@ def main(socket_fd: int, slot: str) -> None:
         channel.send({"kind": "failed", "reason": "a worker cannot have its own user and IPC namespaces here"})
         return
     channel.send({"kind": "ready"})
-    count, child, pidfd = 0, None, None
+    count, child, pidfd, zygote = 0, None, None, os.getpid()
     while True:
         readable = select.select([control] + ([pidfd] if pidfd is not None else []), [], [])[0]
         if pidfd is not None and pidfd in readable:
@@ -213,7 +219,7 @@ def main(socket_fd: int, slot: str) -> None:
             count += 1
             child = os.fork()
             if child == 0:
-                _run_worker(fds, os.path.join(slot, f"submission-{count}"), request["memory_bytes"])
+                _run_worker(fds, os.path.join(slot, f"submission-{count}"), request["memory_bytes"], zygote)
             for fd in fds:
                 os.close(fd)
             pidfd = os.pidfd_open(child)
