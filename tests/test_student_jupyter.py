@@ -1,6 +1,6 @@
 """The student copy's JupyterLab shows no instructor-only nbgrader UI: its `make lab` reads the Jupyter settings
 the copy writes, which turn off nbgrader's lab plugins (create assignment, the Formgrader and Courses menu,
-assignment list, Validate) and its server extensions."""
+assignment list, Validate) and its server extensions, and JupyterLab's "official Jupyter news?" prompt."""
 
 import re
 
@@ -17,6 +17,7 @@ NBGRADER_PLUGINS = {
     "@jupyter/nbgrader:course-list",
     "@jupyter/nbgrader:validate-assignment",
 }
+ANNOUNCEMENTS = "@jupyterlab/apputils-extension:announcements"  # JupyterLab's news prompt and update check
 NBGRADER_SERVER_EXTENSIONS = {
     "nbgrader.server_extensions.formgrader",
     "nbgrader.server_extensions.validate_assignment",
@@ -41,6 +42,7 @@ def test_the_student_copy_s_jupyterlab_has_no_nbgrader_instructor_ui(tmp_path, m
 
     assert not NBGRADER_PLUGINS & as_installed, "the instructor's own JupyterLab keeps them"
     assert NBGRADER_PLUGINS <= disabled, NBGRADER_PLUGINS - disabled
+    assert ANNOUNCEMENTS in disabled, "no 'official Jupyter news?' prompt on a student's first launch"
     assert all(servers_as_installed.get(name) for name in NBGRADER_SERVER_EXTENSIONS)
     assert not any(servers.get(name) for name in NBGRADER_SERVER_EXTENSIONS), servers
     assert servers.get("jupyterlab"), "JupyterLab itself stays on"
