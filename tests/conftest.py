@@ -39,13 +39,8 @@ def gpu_profile_runs(request, tmp_path_factory) -> Future | None:
     out = tmp_path_factory.mktemp("gpu_profile")
 
     def run_all() -> dict:
-        runs = {}
-        for lab in labs:
-            [summary] = run_labs(
-                "gpu", out, labs=[lab], max_steps=GPU_PROFILE_MAX_STEPS, kernel_env=GPU_PROFILE_KERNEL_ENV
-            )
-            runs[lab] = summary, out / f"{lab}.ipynb"
-        return runs
+        summaries = run_labs("gpu", out, labs, max_steps=GPU_PROFILE_MAX_STEPS, kernel_env=GPU_PROFILE_KERNEL_ENV)
+        return {summary["lab"]: (summary, out / f"{summary['lab']}.ipynb") for summary in summaries}
 
     future = Future()
 
