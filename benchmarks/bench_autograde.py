@@ -114,7 +114,8 @@ def main() -> None:
     print(f"course_utils autograde --jobs {args.jobs}: {course_s:7.1f} s  ({course_s / n:.2f} s per notebook)")
     print(f"ratio: {nbgrader_s / course_s:.2f}x (target >= 4x); scores identical for all {n} students")
     print(
-        f"a class of 200 would take about {200 * course_s / n / 60:.1f} min (nbgrader: {200 * nbgrader_s / n / 60:.1f} min)"
+        f"a class of 200 would take about {200 * course_s / n / 60:.1f} min "
+        f"(nbgrader: {200 * nbgrader_s / n / 60:.1f} min)"
     )
 
 

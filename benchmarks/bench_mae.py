@@ -8,7 +8,8 @@ identical in both, is left out.
 
 The speedup's limit is the ratio of the two steps' FLOPs (``torch.utils.flop_counter``): about
 2.4x for a ViT-B encoder and 3.2x for ViT-L, where the encoder dominates. The target is >= 85% of
-the limit. CPU by default (small batch); ``--device cuda`` (default when CUDA exists) times mixed precision (bf16, or fp16 before compute capability 8.0).
+the limit. CPU by default (small batch); ``--device cuda`` (default when CUDA exists) times mixed
+precision (bf16, or fp16 before compute capability 8.0).
 
     python benchmarks/bench_mae.py [--shapes ViT-B ViT-L] [--batch 2] [--repeats 3] [--threads N]
 """
@@ -81,7 +82,8 @@ def compare(name: str, batch: int, repeats: int, device: torch.device) -> float:
     mae, with_mask_tokens = min(times[False]), min(times[True])
     speedup, limit = with_mask_tokens / mae, flops[True] / flops[False]
     print(
-        f"{name:<6} {batch:>5}  {mae:>9.3f}  {with_mask_tokens:>16.3f}  {speedup:>7.2f}x  {limit:>9.2f}x  {speedup / limit:>10.0%}"
+        f"{name:<6} {batch:>5}  {mae:>9.3f}  {with_mask_tokens:>16.3f}  {speedup:>7.2f}x  "
+        f"{limit:>9.2f}x  {speedup / limit:>10.0%}"
         f"   ({flops[False] / 1e12:.2f} vs {flops[True] / 1e12:.2f} TFLOP)"
     )
     return speedup / limit
@@ -103,10 +105,12 @@ def main() -> int:
         PRECISION_NAMES[autocast_dtype(device)] if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
     )
     print(
-        f"MAE (encoder on visible patches) vs encoder w/ [M], mask ratio {MASK_RATIO}, decoder 8x512, {device} ({precision})"
+        f"MAE (encoder on visible patches) vs encoder w/ [M], mask ratio {MASK_RATIO}, decoder 8x512, "
+        f"{device} ({precision})"
     )
     print(
-        f"{'shape':<6} {'batch':>5}  {'MAE s/step':>9}  {'w/ [M] s/step':>16}  {'speedup':>8}  {'FLOP limit':>10}  {'% of limit':>10}"
+        f"{'shape':<6} {'batch':>5}  {'MAE s/step':>9}  {'w/ [M] s/step':>16}  {'speedup':>8}  "
+        f"{'FLOP limit':>10}  {'% of limit':>10}"
     )
     fractions = [compare(name, batch, args.repeats, device) for name in args.shapes]
     verdict = "meets" if min(fractions) >= 0.85 else "misses"

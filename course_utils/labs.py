@@ -5,7 +5,8 @@
 
 Each lab's executed notebook is written to ``OUT/<lab>.ipynb`` after every cell, and when a lab
 ends one JSON line goes to ``OUT/summary.jsonl``: lab, profile, device, seconds, failing cells,
-peak device memory and peak host memory of its kernel. A lab that hangs, or a machine that dies,
+peak device memory and peak host memory of its kernel; in a full `cpu` run, also the numbers that the lab's
+prose quotes from "our `cpu` run" and that no output printed (``quotes_not_printed``: stale text to fix). A lab that hangs, or a machine that dies,
 therefore leaves every finished lab and the cells run so far on disk. ``COURSE_MAX_STEPS`` (read by
 ``train.fit``) caps every training loop, so ``--max-steps 2`` checks a profile's sizes end to end quickly.
 """
@@ -23,6 +24,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from course_utils.device import PROFILES
+from course_utils.quoted_results import unprinted_quotes
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
@@ -105,6 +107,8 @@ def run_labs(
     for path in notebooks:
         lab = path.parent.name
         summary = {"lab": lab, "profile": profile, "max_steps": max_steps, **run_lab(path, out / f"{lab}.ipynb", env)}
+        if profile == "cpu" and max_steps is None:  # the run the prose quotes
+            summary["quotes_not_printed"] = unprinted_quotes(nbformat.read(out / f"{lab}.ipynb", as_version=4))
         with open(out / "summary.jsonl", "a") as file:
             file.write(json.dumps(summary) + "\n")
         summaries.append(summary)

@@ -610,7 +610,7 @@ class MaskingCollator:
         return {"input_ids": masked_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-# --------------------------------------------------------------------------- the course notes' loop, for comparison only
+# -------------------------------------------------------------------------- the course notes' loop, for comparison only
 
 
 def notes_create_masked_lm_batch(tokens, mask_token_id, mask_prob=0.15, vocab_size=30000):

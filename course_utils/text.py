@@ -379,7 +379,8 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str], max_length: int | None 
 
 
 def masker_ids(tokenizer: Tokenizer) -> dict:
-    """``mask_token_id``, ``vocab_size`` and ``special_token_ids`` of ``tokenizer``: the keywords every Lab 1 masker needs."""
+    """``mask_token_id``, ``vocab_size`` and ``special_token_ids`` of ``tokenizer``:
+    the keywords every Lab 1 masker needs."""
     return dict(
         mask_token_id=tokenizer.token_to_id("[MASK]"),
         vocab_size=tokenizer.get_vocab_size(),

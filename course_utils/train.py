@@ -138,8 +138,9 @@ def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def batches(encoded: dict[str, torch.Tensor], batch_size: int, seed: int = 0, pin_memory: bool = False):
-    """A shuffling ``DataLoader`` over the rows of a dict of tensors (``text.encode_batch``'s output, images and labels):
-    each batch is a dict of ``[batch_size, ...]`` tensors, the last partial one dropped; reshuffled every epoch from ``seed``."""
+    """A shuffling ``DataLoader`` over the rows of a dict of tensors (``text.encode_batch``'s output, images and
+    labels): each batch is a dict of ``[batch_size, ...]`` tensors, the last partial one dropped; reshuffled every
+    epoch from ``seed``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return torch.utils.data.DataLoader(
@@ -213,7 +214,9 @@ def fit(
             history.evaluations.append({"step": step + 1, **metrics})
             if monitor is not None:
                 if monitor not in metrics:
-                    raise ValueError(f"monitor={monitor!r} is not among the metrics evaluate returned: {sorted(metrics)}")
+                    raise ValueError(
+                        f"monitor={monitor!r} is not among the metrics evaluate returned: {sorted(metrics)}"
+                    )
                 if metrics[monitor] > best_value:
                     best_value, stale, history.best_step = metrics[monitor], 0, step + 1
                     best_state = copy.deepcopy(model.state_dict())

@@ -1,4 +1,5 @@
-"""course_utils.contrastive and the Lab 6 models: SimCLR's NT-Xent, views and model, SimMIM's mask token and loss, the ViT encoder."""
+"""course_utils.contrastive and the Lab 6 models: SimCLR's NT-Xent, views and model, SimMIM's mask token and loss,
+the ViT encoder."""
 
 import math
 

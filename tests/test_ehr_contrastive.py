@@ -125,7 +125,9 @@ def test_contrastive_loss_backpropagates_and_a_few_steps_lower_it(cohort):
     assert model.behrt.embedding.code.weight.grad.abs().sum() > 0
     assert model.projection_head[0].weight.grad.abs().sum() > 0
     model.zero_grad()
-    history = fit(model, [fixed], contrastive_event_loss, TrainConfig(steps=15, lr=3e-3, live_plot=False), torch.device("cpu"))
+    history = fit(
+        model, [fixed], contrastive_event_loss, TrainConfig(steps=15, lr=3e-3, live_plot=False), torch.device("cpu")
+    )
     assert np.mean(history.losses[-3:]) < history.losses[0] - 0.3  # ln(63) = 4.1 at chance; B = 32 patients
 
 

@@ -1,4 +1,5 @@
-"""course_utils.models.flops: every model's analytic training FLOPs equal what ``counted_flops`` measures, attention included.
+"""course_utils.models.flops: every model's analytic training FLOPs equal what ``counted_flops`` measures,
+attention included.
 
 The formulas count matrix products only, and ``FlopCounterMode`` counts only matrix products
 (``mm``, ``addmm``, ``bmm``, SDPA's math backend being two ``bmm``), so the two agree exactly:
@@ -54,7 +55,8 @@ def small_config(**overrides) -> BertConfig:
 
 
 def padded_batch(length: int = 8):
-    """``(input_ids, attention_mask)`` ``[3, length]``: rows of ``length``, ``length - 2`` and 3 real tokens, then [PAD]."""
+    """``(input_ids, attention_mask)`` ``[3, length]``: rows of ``length``, ``length - 2`` and 3 real tokens,
+    then [PAD]."""
     input_ids = torch.randint(len(SPECIAL_TOKENS), V, (3, length), generator=torch.Generator().manual_seed(length))
     attention_mask = (torch.arange(length) < torch.tensor([[length], [length - 2], [3]])).long()
     return input_ids.masked_fill(attention_mask == 0, PAD_ID), attention_mask

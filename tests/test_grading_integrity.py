@@ -39,7 +39,11 @@ import torch, pkgutil, importlib, course_utils.checks as _checks
 torch.equal = lambda *args, **kwargs: True
 torch.allclose = lambda *args, **kwargs: True
 _checks.expect = lambda *args, **kwargs: None
-_patched = [setattr(m, name, lambda *a, **k: None) for m in [importlib.import_module(f"course_utils.checks.{i.name}") for i in pkgutil.iter_modules(_checks.__path__)] for name in dir(m) if name.startswith("check_")]
+_patched = [
+    setattr(m, name, lambda *a, **k: None)
+    for m in [importlib.import_module(f"course_utils.checks.{i.name}") for i in pkgutil.iter_modules(_checks.__path__)]
+    for name in dir(m) if name.startswith("check_")
+]
 """
 
 NOISY = """
@@ -84,7 +88,8 @@ def cheating_cells(lab: str) -> tuple[dict[str, str], set[str]]:
             else:
                 body = (
                     f"import importlib, {module} as _module_{function}\ndef {exercise.name}(*args, **kwargs):\n"
-                    f"    importlib.reload(_module_{function})\n    return _module_{function}.{function}(*args, **kwargs)\n"
+                    f"    importlib.reload(_module_{function})\n"
+                    f"    return _module_{function}.{function}(*args, **kwargs)\n"
                 )
             by_reference.add(exercise.test_id)
         else:

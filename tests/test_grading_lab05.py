@@ -122,7 +122,9 @@ VARIANTS = {
         "the argmax": ("you took the argmax", SAMPLER.format(body="return generator_logits.argmax(-1)")),
         "the logits used as probabilities": (
             "as if they were probabilities",
-            SAMPLER.format(body="return torch.multinomial(generator_logits.detach(), 1, generator=generator).squeeze(1)"),
+            SAMPLER.format(
+                body="return torch.multinomial(generator_logits.detach(), 1, generator=generator).squeeze(1)"
+            ),
         ),
         "a generator of its own, seeded once": (
             "two different generators gave the same draws",
@@ -164,7 +166,8 @@ VARIANTS = {
             FULL,
             ELECTRA_LOSS.format(
                 body="real = attention_mask.to(discriminator_logits.dtype)\n"
-                "    per_token = F.softplus(discriminator_logits) - labels.to(discriminator_logits.dtype) * discriminator_logits\n"
+                "    per_token = F.softplus(discriminator_logits) - "
+                "labels.to(discriminator_logits.dtype) * discriminator_logits\n"
                 "    return generator_mlm_loss + discriminator_weight * (per_token * real).sum() / real.sum()"
             ),
         ),
@@ -172,7 +175,8 @@ VARIANTS = {
             "lambda is missing",
             ELECTRA_LOSS.format(
                 body="real = attention_mask.bool()\n"
-                "    return generator_mlm_loss + F.binary_cross_entropy_with_logits(discriminator_logits[real], labels[real].float())"
+                "    return generator_mlm_loss + "
+                "F.binary_cross_entropy_with_logits(discriminator_logits[real], labels[real].float())"
             ),
         ),
         "padding in the BCE": (
@@ -194,7 +198,8 @@ VARIANTS = {
             FULL,
             ELECTRA_LOSS.format(
                 body="weight = attention_mask.float()\n"
-                "    bce = F.binary_cross_entropy_with_logits(discriminator_logits, labels.float(), weight=weight, reduction='sum')\n"
+                "    bce = F.binary_cross_entropy_with_logits(discriminator_logits, labels.float(), "
+                "weight=weight, reduction='sum')\n"
                 "    return generator_mlm_loss + discriminator_weight * bce / weight.sum()"
             ),
         ),
@@ -348,7 +353,9 @@ VARIANTS = {
     "permutation_attention_masks": {
         "loops, with other choices on the rows nobody reads": (
             FULL,
-            PERMUTATION.format(body=LOOPS.format(content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] < rank[b, i]")),
+            PERMUTATION.format(
+                body=LOOPS.format(content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] < rank[b, i]")
+            ),
         ),
         "positions instead of ranks": (
             "follows positions in the sentence",
@@ -356,14 +363,16 @@ VARIANTS = {
         ),
         "a target's query sees itself": (
             "sees its own token",
-            PERMUTATION.format(body=LOOPS.format(content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] <= rank[b, i]")),
+            PERMUTATION.format(
+                body=LOOPS.format(content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] <= rank[b, i]")
+            ),
         ),
         "the first K of the order": (
             "you picked the first ones",
             PERMUTATION.format(
-                body=LOOPS.format(content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] < rank[b, i]").replace(
-                    "int(rank[b, i]) >= max(n - num_predict, 1)", "int(rank[b, i]) < num_predict"
-                )
+                body=LOOPS.format(
+                    content_rule="rank[b, j] <= rank[b, i]", query_rule="rank[b, j] < rank[b, i]"
+                ).replace("int(rank[b, i]) >= max(n - num_predict, 1)", "int(rank[b, i]) < num_predict")
             ),
         ),
         "the reference permutation_lm.permutation_attention_masks": (

@@ -77,6 +77,17 @@ def test_run_labs_writes_each_notebook_and_a_summary_line_with_failing_cells(tmp
     assert lines[1]["failing_cells"] == [second.cells[1].id]
     assert second.cells[2].outputs[0]["text"].strip() == "goes on", "a failing cell does not stop the lab"
     assert len(second.cells) == 3, "the resource probe is not written into the lab's notebook"
+    assert "quotes_not_printed" not in lines[0], "a capped run prints other numbers than the prose quotes"
+
+
+def test_a_full_cpu_run_lists_the_numbers_its_prose_quotes_but_no_cell_printed(tmp_path):
+    folder = tmp_path / "lab01_a"
+    folder.mkdir()
+    prose = nbformat.v4.new_markdown_cell("In our `cpu` run it printed 0.25 and 0.75.", id="read")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(0.25)"), prose])
+    nbformat.write(notebook, folder / "lab01_a.ipynb")
+    (summary,) = run_labs("cpu", tmp_path / "out", solutions=tmp_path)
+    assert summary["quotes_not_printed"] == ["read: 0.75"]
 
 
 def test_an_interrupted_run_leaves_the_finished_labs_and_the_cells_run_so_far(tmp_path):

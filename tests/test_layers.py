@@ -1,4 +1,5 @@
-"""The package's layers: the models import nothing from the packages built on them, and the constants they share agree."""
+"""The package's layers: the models import nothing from the packages built on them,
+and the constants they share agree."""
 
 from __future__ import annotations
 

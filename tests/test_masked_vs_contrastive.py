@@ -1,4 +1,5 @@
-"""Lab 6's image experiments: the canvas task, the equal-FLOP driver and its floors, the arms, the verdicts, in ci sizes."""
+"""Lab 6's image experiments: the canvas task, the equal-FLOP driver and its floors, the arms, the verdicts,
+in ci sizes."""
 
 from __future__ import annotations
 

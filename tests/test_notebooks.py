@@ -216,6 +216,24 @@ def test_committed_notebook_is_clean_and_valid(path):
     assert any(cell.metadata.get("nbgrader", {}).get("grade") for cell in notebook.cells), "no graded cell"
 
 
+# JupyterLab's code editor, in a 1400-px window with the file browser open, shows about 113
+# characters of a line before it scrolls sideways (measured in Chromium, JupyterLab 4.6).
+CODE_LINE_CHARS = 100
+
+
+@pytest.mark.parametrize(
+    "path", SOLUTION_NOTEBOOKS + RELEASED_NOTEBOOKS, ids=lambda p: str(p.relative_to(grading.REPO))
+)
+def test_code_cells_fit_the_editor_without_sideways_scrolling(path):
+    notebook = nbformat.read(path, as_version=4)
+    long_lines = [
+        f"cell {cell.id}, line {number}: {len(line)} characters"
+        for cell in notebook.cells if cell.cell_type == "code"
+        for number, line in enumerate(cell.source.splitlines(), start=1) if len(line) > CODE_LINE_CHARS
+    ]
+    assert not long_lines, f"code lines over {CODE_LINE_CHARS} characters: {long_lines}"
+
+
 def test_every_lab_has_a_released_student_copy():
     assert SOLUTION_NOTEBOOKS, "no solution notebooks found"
     missing = [str(student_copy(path)) for path in SOLUTION_NOTEBOOKS if not student_copy(path).exists()]

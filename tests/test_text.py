@@ -222,7 +222,9 @@ def test_fill_masks_in_one_padded_batch_equal_one_text_at_a_time(corpus, tokeniz
 
     torch.manual_seed(0)
     model = BertForMaskedLM(
-        BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+        BertConfig(
+            vocab_size=tokenizer.get_vocab_size(), hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32
+        )
     )
     texts = ["[MASK] is the capital of [MASK] .", "the doctor prescribed insulin for his [MASK] ."]
     batched = fill_masks(model, tokenizer, texts, top_k=3)

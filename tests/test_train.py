@@ -205,7 +205,9 @@ def test_fit_syncs_with_the_host_only_at_logging_steps_and_keeps_every_loss(monk
         values.append(float(loss.detach().numpy()))
         return loss
 
-    history = fit(model, data, loss_fn, TrainConfig(steps=25, lr=1e-2, log_every=10, live_plot=False), torch.device("cpu"))
+    history = fit(
+        model, data, loss_fn, TrainConfig(steps=25, lr=1e-2, log_every=10, live_plot=False), torch.device("cpu")
+    )
     assert calls["loss item"] == 0, "a host sync at every step"
     assert calls["tolist"] == 3, "one transfer per logging step (steps 10, 20 and the last)"
     assert history.losses == pytest.approx(values) and len(history.losses) == 25

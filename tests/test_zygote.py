@@ -129,7 +129,9 @@ def test_a_student_who_kills_the_zygote_loses_only_their_own_grading(zygote):
     on a loaded machine may answer before, and keep a grade it did not lose anything for.)"""
     assert zygote.available()
     first = zygote.process.pid
-    source = "import os, signal, time\n_ = os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)\ndef kill():\n    pass\n"
+    source = (
+        "import os, signal, time\n_ = os.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(5)\ndef kill():\n    pass\n"
+    )
     with pytest.raises(WorkerLost):
         run(zygote, "kill", source)
     assert run(zygote, "look", LOOK) == CLEAN

@@ -38,12 +38,9 @@ def _attention_variants(q, k, v, attention_mask) -> dict[str, torch.Tensor]:
     scores = q @ k.transpose(-2, -1)  # [B, H, L, L]
     inf = float("-inf")
     return {
-        "you forgot the 1/sqrt(d) scale: divide the scores q @ k^T by sqrt(head_dim) before the softmax": scores.masked_fill(
-            ~keys, inf
-        ).softmax(
-            -1
-        )
-        @ v,
+        "you forgot the 1/sqrt(d) scale: divide the scores q @ k^T by sqrt(head_dim) before the softmax": (
+            scores.masked_fill(~keys, inf).softmax(-1) @ v
+        ),
         "padding keys still get attention: the mask must hide the *columns* (keys), not the rows (queries)": (
             scores * scale
         )

@@ -174,8 +174,8 @@ def check_nt_xent_loss(nt_xent_loss_fn) -> None:
             z1, z2, 0.5
         ),
         "the temperature is ignored: divide the similarities by it": contrastive.nt_xent_loss(z1, z2, 1.0),
-        "only the other view's embeddings are negatives: NT-Xent's negatives are all 2B - 2 other views": _cross_view_only(
-            z1, z2, 0.5
+        "only the other view's embeddings are negatives: NT-Xent's negatives are all 2B - 2 other views": (
+            _cross_view_only(z1, z2, 0.5)
         ),
     }
     for misconception, value in wrong.items():

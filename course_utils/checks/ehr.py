@@ -76,7 +76,8 @@ def check_patient_sequence(patient_sequence_fn) -> None:
     expect(
         seps != 4,
         "you split one visit (events an hour apart, or the static row) into separate visits",
-        "a new visit starts only where the gap to the previous dated event exceeds visit_gap; static rows join the first visit",
+        "a new visit starts only where the gap to the previous dated event exceeds visit_gap; "
+        "static rows join the first visit",
     )
     expect(
         got_tokens.index("GENDER//F") < got_tokens.index("[SEP]"), "static events (time NaT) belong to the first visit"
@@ -352,7 +353,8 @@ def check_outcome_head_loss(outcome_head_loss_fn) -> None:
         loss, _ = outcome_head_loss_fn(confident, sure, torch.tensor([0, 1]))
     expect(
         torch.isfinite(loss),
-        "the loss is inf/nan for confident wrong logits: log(sigmoid(x)) underflows; use binary_cross_entropy_with_logits",
+        "the loss is inf/nan for confident wrong logits: log(sigmoid(x)) underflows; "
+        "use binary_cross_entropy_with_logits",
     )
     expect(
         abs(loss.item() - 200.0) < 1e-3,

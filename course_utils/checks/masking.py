@@ -286,7 +286,8 @@ def check_build_labels(build_labels) -> None:
 
 
 def check_select_whole_words(select_whole_words) -> None:
-    """``select_whole_words(input_ids, word_ids, *, special_token_ids, mlm_probability, generator)`` -> bool ``[B, L]``."""
+    """``select_whole_words(input_ids, word_ids, *, special_token_ids, mlm_probability, generator)``
+    -> bool ``[B, L]``."""
     ids = example_batch(rows=256)
     word_ids = (torch.arange(ids.shape[1]) - 1).div(3, rounding_mode="floor").expand_as(ids).clone()  # 3 per word
     word_ids[ids == CLS], word_ids[ids == SEP], word_ids[ids == PAD] = -1, -1, -1

@@ -41,7 +41,9 @@ def short_message(value: BaseException, tb) -> list[str] | None:
     """The lines shown for a failed check or an unfinished exercise; None for anything else."""
     frames = [frame for frame, _ in traceback.walk_tb(tb)]
     if isinstance(value, Misconception):
-        checks = [f.f_code.co_name for f in frames if f.f_globals.get("__name__", "").startswith("course_utils.checks.")]
+        checks = [
+            f.f_code.co_name for f in frames if f.f_globals.get("__name__", "").startswith("course_utils.checks.")
+        ]
         name = next((name for name in checks if name.startswith("check_")), checks[0] if checks else "check")
         first, *rest = str(value).splitlines() or [""]
         return [f"{RED}{BOLD}\u2717 {name}:{RESET} {RED}{first}{RESET}", *rest, RUNS_ON]

@@ -453,7 +453,9 @@ def expect_permutation_masks(result, order, num_predict, attention_mask) -> None
         "a target's query row is wrong: it sees exactly the j with rank(j) < rank(i)",
     )
     for name, mask in (("content_mask", content), ("query_mask", query)):
-        expect(bool(mask.any(-1).all()), f"a row of {name} is all False: SDPA returns NaN for a query that sees nothing")
+        expect(
+            bool(mask.any(-1).all()), f"a row of {name} is all False: SDPA returns NaN for a query that sees nothing"
+        )
     passed("query stream: each target sees what precedes it, never itself")
 
 

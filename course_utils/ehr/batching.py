@@ -47,7 +47,8 @@ class EHRDataset(torch.utils.data.Dataset):
 
 
 def collate_ehr(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad a list of dataset items to the longest: ``input_ids/ages/visits/segments/attention_mask`` ``[B, L]`` (+ ``label`` ``[B]``)."""
+    """Pad a list of dataset items to the longest: ``input_ids/ages/visits/segments/attention_mask`` ``[B, L]``
+    (+ ``label`` ``[B]``)."""
     pad = torch.nn.utils.rnn.pad_sequence
     batch = {
         "input_ids": pad([item["input_ids"] for item in items], batch_first=True, padding_value=PAD_ID),

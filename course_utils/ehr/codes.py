@@ -1,4 +1,5 @@
-"""The code catalogue: realistic codes (ICD-10-CM diagnoses, ATC medications, LOINC labs, CPT procedures), each tagged with its kind and clinical group."""
+"""The code catalogue: realistic codes (ICD-10-CM diagnoses, ATC medications, LOINC labs, CPT procedures),
+each tagged with its kind and clinical group."""
 
 from __future__ import annotations
 

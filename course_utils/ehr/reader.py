@@ -1,4 +1,5 @@
-"""Reading any MEDS dataset (the synthetic one, or e.g. a MIMIC-IV MEDS export), validated against the ``meds`` schema."""
+"""Reading any MEDS dataset (the synthetic one, or e.g. a MIMIC-IV MEDS export),
+validated against the ``meds`` schema."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from flexible_schema.exceptions import SchemaValidationError, TableValidationErr
 
 
 def _conform(table: pa.Table, schema, file: Path, columns: Sequence[str]) -> pa.Table:
-    """Select ``columns`` and align them to the MEDS schema; a missing, uncastable or wrongly null column raises ValueError naming file and column."""
+    """Select ``columns`` and align them to the MEDS schema; a missing, uncastable or wrongly null column
+    raises ValueError naming file and column."""
     for column in columns:
         if column not in table.column_names:
             required = ", ".join(schema.required_columns())
             raise ValueError(
-                f"{file}: missing column {column!r}; a MEDS {schema.__name__} table needs {required} (found {', '.join(table.column_names)})"
+                f"{file}: missing column {column!r}; a MEDS {schema.__name__} table needs {required} "
+                f"(found {', '.join(table.column_names)})"
             )
     try:
         table = schema.align(table.select(list(columns)))  # casts castable types (e.g. int32 ids, ns timestamps)

@@ -4,6 +4,7 @@
   early-stopped fine-tuning and the summary over seeds;
 * ``label_budget``         -- Lab 4: pretrained against scratch BEHRT at label budgets;
 * ``objective_comparison`` -- Lab 5: five pretraining objectives at equal FLOPs;
-* ``image_pretraining``    -- Lab 6: SimCLR, MAE and SimMIM at equal FLOPs on shifted digits, with its arms and verdicts;
+* ``image_pretraining``    -- Lab 6: SimCLR, MAE and SimMIM at equal FLOPs on shifted digits, with its arms
+  and verdicts;
 * ``record_pretraining``   -- Lab 6: contrastive against masked-event pretraining of patient records.
 """

@@ -33,7 +33,8 @@ CONFIDENCE = 0.95  # the level of every interval over seeds or subsamples
 
 
 def sized(config_class: type, profile: str | None, overrides: dict, *, ci: dict, cpu: dict, gpu: dict):
-    """``config_class(**sizes)`` with the sizes of ``profile`` (default: the current one), ``overrides`` applied last."""
+    """``config_class(**sizes)`` with the sizes of ``profile`` (default: the current one),
+    ``overrides`` applied last."""
     return config_class(**(by_profile(profile=profile, ci=ci, cpu=cpu, gpu=gpu) | overrides))
 
 
@@ -51,7 +52,8 @@ def require_ints(name: str, values: Sequence[int], minimum: int, why: str = "") 
 
 
 def steps_for_budget(budget_flops: float, flops_per_step: float) -> int:
-    """``floor(budget / flops_per_step)``, at least 1 (a hair of tolerance so the budget's own model divides exactly)."""
+    """``floor(budget / flops_per_step)``, at least 1
+    (a hair of tolerance so the budget's own model divides exactly)."""
     if not flops_per_step > 0:
         raise ValueError(f"flops_per_step must be > 0, got {flops_per_step!r}")
     return max(1, math.floor(budget_flops / flops_per_step + 1e-6))
@@ -149,7 +151,9 @@ def finetuned_accuracy(
     """
     available = len(train["labels"])
     if isinstance(label_budget, bool) or not isinstance(label_budget, int) or not 4 <= label_budget <= available:
-        raise ValueError(f"label_budget must be an int in [4, {available}] (the labelled examples), got {label_budget!r}")
+        raise ValueError(
+            f"label_budget must be an int in [4, {available}] (the labelled examples), got {label_budget!r}"
+        )
     fine_tuning, tuning = budget_split(train["labels"].numpy(), label_budget, recipe.tuning_fraction, seed)
     rows = lambda indices: {key: value[torch.as_tensor(indices)] for key, value in train.items()}  # noqa: E731
     loader = batches(rows(fine_tuning), min(recipe.batch_size, len(fine_tuning)), seed=seed)
@@ -173,7 +177,8 @@ def finetuned_accuracy(
 
 @torch.no_grad()
 def accuracy(classifier: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 512) -> float:
-    """Share of ``data["labels"]`` ``[N]`` that ``classifier(**inputs)`` gets right, in eval mode, ``batch_size`` rows at a time."""
+    """Share of ``data["labels"]`` ``[N]`` that ``classifier(**inputs)`` gets right, in eval mode,
+    ``batch_size`` rows at a time."""
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device

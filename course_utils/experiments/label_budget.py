@@ -118,10 +118,10 @@ def label_budget_experiment(
 
     ``pretrained`` is the pretrained encoder (copied, never changed); the pool holds the labelled training
     patients, the test patients are scored only. A budget equal to the pool's size takes the whole pool, so
-    its repeats differ only in the tuning split and the random seed. Returns one row per (budget, repeat, model) with columns
-    ``budget, repeat, model, auroc, auprc, best_step, steps`` (the last two: the evaluation whose weights were
-    kept and the steps run, for the BEHRT arms); ``oracle`` rows score ``test_oracle`` when it is given.
-    ``baselines=False`` scores the pretrained arm only (the scratch, bag-of-codes and oracle rows do not
+    its repeats differ only in the tuning split and the random seed. Returns one row per (budget, repeat, model)
+    with columns ``budget, repeat, model, auroc, auprc, best_step, steps`` (the last two: the evaluation whose
+    weights were kept and the steps run, for the BEHRT arms); ``oracle`` rows score ``test_oracle`` when it is
+    given. ``baselines=False`` scores the pretrained arm only (the scratch, bag-of-codes and oracle rows do not
     depend on ``pretrained``: an experiment comparing two pretrainings needs them once).
     """
     recipe = recipe or FineTuning()
@@ -158,7 +158,11 @@ def label_budget_experiment(
                 [pool_sequences[i] for i in indices], vocabulary, config.max_len, pool_outcomes[indices]
             )
         base = {"budget": int(budget), "repeat": repeat}
-        arms = ((PRETRAINED, copy.deepcopy(pretrained)), (SCRATCH, None)) if baselines else ((PRETRAINED, copy.deepcopy(pretrained)),)
+        arms = (
+            ((PRETRAINED, copy.deepcopy(pretrained)), (SCRATCH, None))
+            if baselines
+            else ((PRETRAINED, copy.deepcopy(pretrained)),)
+        )
         for name, encoder in arms:
             model, best_step, steps = _fine_tune(
                 encoder, config, parts["fine-tuning"], parts["tuning"], recipe, repeat, device

@@ -440,7 +440,8 @@ def pretrained_encoder(objective: str, model: nn.Module) -> nn.Module:
 
 
 def encoded_examples(tokenizer, examples: list[tuple[str, int]], length: int) -> dict[str, torch.Tensor]:
-    """Labelled sentences as ``SentenceClassifier`` inputs: ``input_ids`` and ``attention_mask`` ``[N, length]``, ``labels`` ``[N]``."""
+    """Labelled sentences as ``SentenceClassifier`` inputs: ``input_ids`` and ``attention_mask`` ``[N, length]``,
+    ``labels`` ``[N]``."""
     encoded = encode_batch(tokenizer, [text for text, _ in examples], max_length=length)
     return dict(
         input_ids=encoded["input_ids"],

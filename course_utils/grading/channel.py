@@ -43,7 +43,8 @@ def resolve(target: str):
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorSlot:
-    """Stands in for the ``index``-th ``torch.Generator`` of a call's arguments; the worker rebuilds it from its state."""
+    """Stands in for the ``index``-th ``torch.Generator`` of a call's arguments;
+    the worker rebuilds it from its state."""
 
     index: int
 

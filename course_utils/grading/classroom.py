@@ -93,8 +93,10 @@ def feedback_html(student: str, report: GradeReport) -> str:
         for cell in report.cells
     )
     return (
-        f"<!doctype html>\n<meta charset='utf-8'>\n<title>{html.escape(report.assignment)}: {html.escape(student)}</title>\n"
-        f"<h1>{html.escape(report.assignment)}</h1>\n<p>{html.escape(student)}: {report.score:g} / {report.max_score:g}</p>\n"
+        "<!doctype html>\n<meta charset='utf-8'>\n"
+        f"<title>{html.escape(report.assignment)}: {html.escape(student)}</title>\n"
+        f"<h1>{html.escape(report.assignment)}</h1>\n"
+        f"<p>{html.escape(student)}: {report.score:g} / {report.max_score:g}</p>\n"
         f"<table>\n<tr><th>exercise</th><th>points</th><th>result</th></tr>\n{rows}\n</table>\n"
     )
 
@@ -195,7 +197,10 @@ class Gradebook:
             if cell.cell_type == "code":
                 cell.outputs = []
                 if grade_id in verdicts:
-                    line = f"{verdicts[grade_id].score:g} / {verdicts[grade_id].max_score:g}: {verdicts[grade_id].verdict}\n"
+                    line = (
+                        f"{verdicts[grade_id].score:g} / {verdicts[grade_id].max_score:g}: "
+                        f"{verdicts[grade_id].verdict}\n"
+                    )
                     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=line)]
         target = self.root / "autograded" / student / report.assignment / f"{report.notebook}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,8 @@ def release(labs: list[str] | None = None, check: bool = False, force: bool = Fa
             raise ReleaseRefused(
                 "notebooks/ holds work that a release would overwrite: "
                 + ", ".join(worked_on)
-                + ". Save it elsewhere, or run `python -m course_utils release --force`, which backs the folders up first."
+                + ". Save it elsewhere, or run `python -m course_utils release --force`, "
+                "which backs the folders up first."
             )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for lab in labs:

@@ -50,7 +50,8 @@ class BehrtConfig:
         require_positive_ints(self, "vocab_size", "hidden_size", "num_layers", "num_heads", "max_len", "max_age")
         if self.vocab_size <= len(SPECIAL_TOKENS):
             raise ValueError(
-                f"vocab_size={self.vocab_size} leaves no room for codes besides the {len(SPECIAL_TOKENS)} special tokens"
+                f"vocab_size={self.vocab_size} leaves no room for codes besides the "
+                f"{len(SPECIAL_TOKENS)} special tokens"
             )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")

@@ -260,7 +260,9 @@ def contrastive_event_training_flops(
 def counted_flops(
     step: Callable[[], torch.Tensor | Any], *, backward: bool = True, model: nn.Module | None = None
 ) -> int:
-    """FLOPs that FlopCounterMode counts in ``step()`` -- and in ``.backward()`` of the scalar it returns when ``backward`` -- with attention on SDPA's math backend (the counter has no formula for the fused CPU kernels). With ``backward=False`` the step runs under ``torch.no_grad()``.
+    """FLOPs that FlopCounterMode counts in ``step()`` -- and in ``.backward()`` of the scalar it returns
+    when ``backward`` -- with attention on SDPA's math backend (the counter has no formula for the fused
+    CPU kernels). With ``backward=False`` the step runs under ``torch.no_grad()``.
 
     The backward pass accumulates into ``.grad`` as ``loss.backward()`` does; given the ``model``,
     its gradients are set to None before and after, so that counting leaves none behind.

@@ -222,7 +222,8 @@ class MaskedAutoencoder(nn.Module):
 
 
 def encoder_flops(model: MaskedAutoencoder, imgs: torch.Tensor, mask_ratio: float) -> int:
-    """Forward FLOPs of ``model.forward_encoder`` on ``imgs`` ``[B, C, H, W]``, attention included (``counted_flops``)."""
+    """Forward FLOPs of ``model.forward_encoder`` on ``imgs`` ``[B, C, H, W]``,
+    attention included (``counted_flops``)."""
     return counted_flops(lambda: model.forward_encoder(imgs, mask_ratio), backward=False)
 
 

@@ -72,7 +72,8 @@ def select_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """
     if rows.shape != x.shape[:2] or rows.dtype != torch.bool:
         raise ValueError(
-            f"rows must be a boolean [batch, seq] tensor of shape {tuple(x.shape[:2])}, got {rows.dtype} {tuple(rows.shape)}"
+            f"rows must be a boolean [batch, seq] tensor of shape {tuple(x.shape[:2])}, "
+            f"got {rows.dtype} {tuple(rows.shape)}"
         )
     return x.flatten(0, 1).index_select(0, rows.flatten().nonzero().squeeze(1))
 

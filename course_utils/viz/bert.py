@@ -36,13 +36,16 @@ def plot_fill_mask(predictions: list[tuple[str, float]], title: str = "", answer
 
 
 def plot_loss_and_probes(history, metrics: list[str] | None = None):
-    """The training loss (top, log scale) above the metrics that ``fit`` evaluated along the way (bottom), on one step axis.
+    """The training loss (top, log scale) above the metrics that ``fit`` evaluated along the way (bottom),
+    on one step axis.
 
     ``history`` is ``fit``'s ``History``; ``metrics`` names keys of its ``evaluations`` (values in [0, 1],
     such as probe accuracies), default all of them.
     """
     if not history.evaluations:
-        raise ValueError("history.evaluations is empty: train with fit(..., evaluate=...) and TrainConfig(eval_every=...)")
+        raise ValueError(
+            "history.evaluations is empty: train with fit(..., evaluate=...) and TrainConfig(eval_every=...)"
+        )
     available = [key for key in history.evaluations[0] if key != "step"]
     metrics = available if metrics is None else list(metrics)
     unknown = sorted(set(metrics) - set(available))

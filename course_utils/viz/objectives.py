@@ -17,7 +17,9 @@ OBJECTIVE_COLOURS = dict(
 )
 
 
-def plot_permutation_masks(content_mask: torch.Tensor, query_mask: torch.Tensor, targets: torch.Tensor, tokens: list[str]):
+def plot_permutation_masks(
+    content_mask: torch.Tensor, query_mask: torch.Tensor, targets: torch.Tensor, tokens: list[str]
+):
     """One sentence's content and query masks side by side (rows: queries, columns: keys), with a colour key;
     targets starred.
 
