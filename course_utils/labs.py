@@ -5,9 +5,10 @@
 
 Each lab's executed notebook is written to ``OUT/<lab>.ipynb`` after every cell, and when a lab
 ends one JSON line goes to ``OUT/summary.jsonl``: lab, profile, device, seconds, failing cells,
-peak device memory and peak host memory of its kernel; in a full `cpu` run, also the numbers that the lab's
-prose quotes from "our `cpu` run" and that no output printed (``quotes_not_printed``: stale text to fix). A lab that hangs, or a machine that dies,
-therefore leaves every finished lab and the cells run so far on disk. ``COURSE_MAX_STEPS`` (read by
+peak device memory and peak host memory of its kernel; in a full `cpu` run, also the numbers that the
+lab's prose quotes from "our `cpu` run" and that no output printed (``quotes_not_printed``: stale text to
+fix). A lab that hangs, or a machine that dies, therefore leaves every finished lab and the cells run so
+far on disk. ``COURSE_MAX_STEPS`` (read by
 ``train.fit``) caps every training loop, so ``--max-steps 2`` checks a profile's sizes end to end quickly.
 """
 

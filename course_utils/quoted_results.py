@@ -14,12 +14,13 @@ import nbformat
 
 MEASURED = re.compile(r"(?<![\w.])\d+\.\d{2,}(?!\w|\.\d)")
 OUR_CPU_RUN = re.compile(r"our `cpu` run")
-LABELLED = re.compile(r"our `cpu` run|et al\.|course notes'")
+LABELLED = re.compile(rf"{OUR_CPU_RUN.pattern}|et al\.|course notes'")  # our run, a paper, or the course notes
 OUTPUT_MIMES = ("text/plain", "text/html")
 
 
 def quoted_numbers(markdown: str) -> list[str]:
-    """The numbers with two or more decimals in ``markdown``'s prose (code, math, links, arXiv ids and table rows left out)."""
+    """The numbers with two or more decimals in ``markdown``'s prose (code, math, link targets, arXiv ids and
+    table rows left out)."""
     prose = re.sub(r"```.*?```|`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\]\([^)]*\)|arXiv:\S+", "", markdown, flags=re.S)
     prose = "\n".join(line for line in prose.splitlines() if not line.lstrip().startswith("|"))
     return MEASURED.findall(prose)
